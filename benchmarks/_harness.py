@@ -1,0 +1,85 @@
+"""Shared benchmark plumbing: run a case in a fresh process, time it, read its peak memory,
+and format a RESULTS.md row with the machine and the date."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+RESULTS = BENCH_DIR / "RESULTS.md"
+WORK_DIR = BENCH_DIR / "_work"  # git-ignored scratch space for generated inputs
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = 0
+    gpu = ""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = ", " + torch.cuda.get_device_name(0)
+    except ImportError:
+        pass
+    return f"{os.cpu_count()} cores {cpu}, {mem:.0f} GiB RAM{gpu}"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_isolated(module: str, case: str, *args: str) -> dict:
+    """Run ``python -m benchmarks.<module> --case CASE`` in a new process; it prints one JSON line."""
+    cmd = [sys.executable, str(BENCH_DIR / f"{module}.py"), "--case", case, *args]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{case} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def emit(result: dict) -> None:
+    """Called by a case's process: print its result as one JSON line."""
+    result.setdefault("peak_rss_mib", round(peak_rss_mib(), 1))
+    print(json.dumps(result))
+
+
+class Timer:
+    def __enter__(self):
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.start
+
+
+def row(benchmark: str, figure: str) -> str:
+    today = _dt.date.today().isoformat()
+    return f"| {benchmark} | {figure} | {machine()} | {today} |"
+
+
+def record(rows: list[str]) -> None:
+    """Append rows to RESULTS.md under its table."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    if not text.endswith("\n"):
+        text += "\n"
+    RESULTS.write_text(text + "\n".join(rows) + "\n")

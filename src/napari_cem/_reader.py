@@ -1,0 +1,74 @@
+"""napari reader contribution for the EM formats napari does not open well itself.
+
+MRC/REC, NIfTI, video, OME-Zarr and folders of 2D images become one Image layer whose
+``scale`` is the voxel size (nm) and whose metadata keeps where the data came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+
+
+def _is_image_folder(path: Path) -> bool:
+    return any(p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") for p in path.iterdir())
+
+
+def _is_zarr(path: Path) -> bool:
+    return any((path / name).exists() for name in ("zarr.json", ".zarray", ".zgroup", ".zattrs"))
+
+
+def get_reader(path):
+    """Return a reader function if *path* is something we open, else None (napari tries others)."""
+    if isinstance(path, (list, tuple)):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    p = Path(path)
+    if p.is_dir():
+        if not (_is_zarr(p) or p.suffix.lower() == ".zarr" or _is_image_folder(p)):
+            return None
+    else:
+        from .io import SUPPORTED_SUFFIXES
+
+        name = p.name.lower()
+        if not any(name.endswith(s) for s in SUPPORTED_SUFFIXES):
+            return None
+    return read_layer_data
+
+
+def layer_data_from_volume(data, meta) -> tuple:
+    """Turn ``read_volume``'s output into napari LayerData (also used by the Load widget)."""
+    kwargs = {
+        "name": meta.source,
+        "scale": tuple(meta.scale),
+        "metadata": {"napari_cem": meta.to_dict()},
+    }
+    if str(data.dtype) == "uint8":
+        kwargs["contrast_limits"] = (0, 255)
+    if meta.voxel_size is not None:
+        kwargs["units"] = ("nm",) * data.ndim
+    return (data, kwargs, "image")
+
+
+def read_layer_data(path):
+    from .io import read_volume
+
+    if isinstance(path, (list, tuple)):
+        path = path[0]
+    data, meta = read_volume(path)
+    for message in meta.warnings:
+        _notify_warning(message)
+    return [layer_data_from_volume(data, meta)]
+
+
+def _notify_warning(message: str) -> None:
+    try:
+        from napari.utils.notifications import show_warning
+    except ImportError:  # core use without napari
+        import warnings
+
+        warnings.warn(message, stacklevel=3)
+        return
+    show_warning(message)

@@ -1,0 +1,170 @@
+"""Dock widget "Load EM volume": any EM file or folder, standardised to uint8, with its voxel size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    PushButton,
+    SpinBox,
+)
+
+from ._common import ProgressRow, notify_error, notify_info, notify_warning
+
+_FILE_FILTER = (
+    "EM volumes (*.tif *.tiff *.mrc *.rec *.mrcs *.st *.ali *.map *.nii *.nii.gz *.zarr "
+    "*.png *.jpg *.jpeg *.bmp *.avi *.mp4);;All files (*)"
+)
+
+
+class LoadVolumeWidget(Container):
+    """Open a file or folder through ``napari_cem.io.read_volume`` and add it as an Image layer."""
+
+    def __init__(self, napari_viewer):
+        self.viewer = napari_viewer
+        self._worker = None
+        self._cancelled = False
+
+        self.source_kind = ComboBox(label="Open", choices=["file", "folder of 2D images"], value="file")
+        self.path = FileEdit(label="Path", mode="r", filter=_FILE_FILTER)
+        self.mode = ComboBox(
+            label="Standardise",
+            choices=["percentile", "dtype-max", "none"],
+            value="percentile",
+            tooltip="percentile: clip to the low/high percentiles and stretch to 0-255 (best for "
+            "16-bit, signed and float data). dtype-max: divide by the type's maximum, as the "
+            "original CEM500K code did. none: keep the raw values.",
+        )
+        self.low = FloatSpinBox(label="Low percentile", value=0.5, min=0.0, max=50.0, step=0.1)
+        self.high = FloatSpinBox(label="High percentile", value=99.5, min=50.0, max=100.0, step=0.1)
+        self.invert = CheckBox(label="Invert contrast", value=False,
+                               tooltip="For data with bright membranes (e.g. some public FIB-SEM sets).")
+        self.override_voxel = CheckBox(label="Override voxel size", value=False)
+        self.voxel_z = FloatSpinBox(label="z (nm)", value=1.0, min=0.001, max=1e6, step=1.0, visible=False)
+        self.voxel_y = FloatSpinBox(label="y (nm)", value=1.0, min=0.001, max=1e6, step=1.0, visible=False)
+        self.voxel_x = FloatSpinBox(label="x (nm)", value=1.0, min=0.001, max=1e6, step=1.0, visible=False)
+        self.timepoint = SpinBox(label="Time point", value=-1, min=-1, max=100000,
+                                 tooltip="Only for files with a time axis.")
+        self.channel = SpinBox(label="Channel", value=-1, min=-1, max=1000,
+                               tooltip="Only for files with a channel axis.")
+        self.level = SpinBox(label="Zarr level", value=0, min=0, max=20,
+                             tooltip="Multiscale level of an OME-Zarr (0 = full resolution).")
+        self.load_button = PushButton(text="Load")
+        self.progress = ProgressRow()
+        for spin in (self.timepoint, self.channel):
+            spin.native.setSpecialValueText("none")
+        super().__init__(
+            widgets=[
+                self.source_kind, self.path, self.mode, self.low, self.high, self.invert,
+                self.override_voxel, self.voxel_z, self.voxel_y, self.voxel_x,
+                self.timepoint, self.channel, self.level, self.load_button, self.progress,
+            ]
+        )
+        self.source_kind.changed.connect(self._on_kind)
+        self.mode.changed.connect(self._on_mode)
+        self.override_voxel.changed.connect(self._on_override)
+        self.load_button.changed.connect(lambda: self.load())
+        self.progress.cancel_button.changed.connect(self.cancel)
+
+    # -- UI state -------------------------------------------------------------------------
+    def _on_kind(self, value: str) -> None:
+        self.path.mode = "d" if value.startswith("folder") else "r"
+
+    def _on_mode(self, value: str) -> None:
+        self.low.enabled = self.high.enabled = value == "percentile"
+
+    def _on_override(self, value: bool) -> None:
+        for w in (self.voxel_z, self.voxel_y, self.voxel_x):
+            w.visible = bool(value)
+
+    def read_options(self) -> dict:
+        """The keyword arguments for ``read_volume`` that the form describes."""
+        return {
+            "standardize_mode": self.mode.value,
+            "percentiles": (float(self.low.value), float(self.high.value)),
+            "invert": bool(self.invert.value),
+            "voxel_size": (
+                (float(self.voxel_z.value), float(self.voxel_y.value), float(self.voxel_x.value))
+                if self.override_voxel.value
+                else None
+            ),
+            "timepoint": None if self.timepoint.value < 0 else int(self.timepoint.value),
+            "channel": None if self.channel.value < 0 else int(self.channel.value),
+            "level": int(self.level.value),
+        }
+
+    # -- work -----------------------------------------------------------------------------
+    def load(self, path: str | Path | None = None):
+        """Start loading in a thread worker; returns the worker (tests wait on it)."""
+        from napari.qt.threading import create_worker
+
+        path = Path(path) if path is not None else Path(self.path.value)
+        if str(path) in ("", "."):
+            notify_error("Choose a file or folder to load first.")
+            return None
+        options = self.read_options()
+        self._cancelled = False
+        self.load_button.enabled = False
+        self.progress.start(2, f"Reading {path.name} ...")
+        worker = create_worker(_read_job, path, options, _start_thread=False)
+        worker.yielded.connect(lambda msg: self.progress.step(1, msg))
+        worker.returned.connect(self._on_loaded)
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        worker.start()
+        return worker
+
+    def cancel(self) -> None:
+        """Stop waiting for the current load; its result is discarded when it arrives."""
+        self._cancelled = True
+        if self._worker is not None:
+            self._worker.quit()
+        self.progress.finish("Cancelled; nothing was added.")
+        self.load_button.enabled = True
+
+    def _on_loaded(self, result) -> None:
+        if self._cancelled:
+            return
+        from napari.layers import Layer
+
+        from .._reader import layer_data_from_volume
+
+        data, meta = result
+        layer = Layer.create(*layer_data_from_volume(data, meta))
+        self.viewer.add_layer(layer)
+        for message in meta.warnings:
+            notify_warning(message)
+        if meta.likely_inverted and not meta.inverted:
+            notify_info(
+                f"'{meta.source}' looks like it has inverted contrast (bright membranes). "
+                "Tick 'Invert contrast' and load again if membranes should be dark."
+            )
+        size = " x ".join(str(s) for s in data.shape)
+        vs = "unknown voxel size" if meta.voxel_size is None else (
+            "voxel " + " x ".join(f"{v:g}" for v in meta.voxel_size) + " nm")
+        self.progress.finish(f"Loaded {meta.source}: {size}, {vs}.")
+
+    def _on_error(self, exc: Exception) -> None:
+        from ..io import VolumeError
+
+        message = str(exc) if isinstance(exc, VolumeError) else f"Could not load the file: {exc}"
+        self.progress.finish("Failed: " + message)
+        notify_error(message)
+
+    def _on_finished(self) -> None:
+        self.load_button.enabled = True
+        self._worker = None
+
+
+def _read_job(path: Path, options: dict):
+    """Runs in the worker thread: read and standardise, nothing touches the viewer here."""
+    from ..io import read_volume
+
+    yield f"Reading and standardising {path.name} ..."
+    return read_volume(path, **options)

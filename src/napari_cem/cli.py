@@ -1,0 +1,181 @@
+"""The ``napari-cem`` command: every subcommand is registered here, in one place.
+
+Errors a user can fix (bad file, bad option) print one plain line and exit with code 2,
+without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Callable]] = {}
+
+
+class CLIError(Exception):
+    """A problem the user can fix; printed without traceback."""
+
+
+def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] | None = None):
+    """Register the decorated ``run(args) -> exit code`` as subcommand *name*.
+
+    *arguments* adds the subcommand's options to its parser.
+    """
+
+    def register(run: Callable):
+        _COMMANDS[name] = (help, arguments, run)
+        return run
+
+    return register
+
+
+# -- demo ------------------------------------------------------------------------------------
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--anisotropic", action="store_true",
+                   help="ssTEM-like anisotropic sample (40 x 8 x 8 nm) instead of the isotropic one")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic volume (default 0)")
+    p.add_argument("--screenshot", metavar="PNG",
+                   help="save a screenshot of the whole window to PNG once it is shown, then quit")
+
+
+@command("demo", "open napari with a synthetic EM volume, its labels and the napari-cem widgets", _demo_args)
+def run_demo(args: argparse.Namespace) -> int:
+    import napari
+
+    from ._sample_data import sample_layers
+    from .widgets_registry import add_all_dock_widgets
+
+    viewer = napari.Viewer(title="napari-cem demo")
+    for data, kwargs, kind in sample_layers(isotropic=not args.anisotropic, seed=args.seed):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    viewer.dims.current_step = tuple(s // 2 for s in viewer.dims.nsteps)
+    add_all_dock_widgets(viewer)
+    if args.screenshot:
+        from qtpy.QtCore import QTimer
+
+        def shoot():
+            _save_window_screenshot(viewer, args.screenshot)
+            viewer.close()
+
+        QTimer.singleShot(1500, shoot)
+    napari.run()
+    return 0
+
+
+def _save_window_screenshot(viewer, path: str) -> None:
+    import imageio.v3 as iio
+
+    image = viewer.screenshot(canvas_only=False, flash=False)
+    iio.imwrite(path, image)
+    print(f"screenshot saved to {path}")
+
+
+# -- info ------------------------------------------------------------------------------------
+@command("info", "print versions, the compute device found and the cache folder")
+def run_info(args: argparse.Namespace) -> int:
+    import importlib.metadata as md
+    import platform
+
+    from . import __version__
+    from .cache import cache_dir
+
+    print(f"napari-cem {__version__}")
+    print(f"python     {platform.python_version()} ({platform.system()} {platform.machine()})")
+    for dist in ("napari", "numpy", "torch", "segmentation-models-pytorch", "imagehash",
+                 "tifffile", "zarr", "dask", "scikit-image"):
+        try:
+            version = md.version(dist)
+        except md.PackageNotFoundError:
+            version = "not installed"
+        print(f"{dist:<28} {version}")
+    print(f"{'Qt binding':<28} {_qt_binding()}")
+    try:
+        from .device import describe_device
+
+        print(f"device (auto)                {describe_device()}")
+    except Exception as exc:  # torch missing or broken: say so, info must still print
+        print(f"device (auto)                unavailable ({exc})")
+    print(f"cache folder                 {cache_dir()}  (set NAPARI_CEM_CACHE to change)")
+    return 0
+
+
+def _qt_binding() -> str:
+    try:
+        import qtpy
+
+        return f"{qtpy.API_NAME} {qtpy.QT_VERSION}"
+    except Exception:
+        return "none (install napari-cem[all] for the viewer)"
+
+
+# -- inspect ---------------------------------------------------------------------------------
+def _inspect_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("path", help="an EM file, a folder of 2D images, or a glob such as 'dir/*.png'")
+    p.add_argument("--standardize", choices=["percentile", "dtype-max", "none"], default="percentile")
+    p.add_argument("--percentiles", nargs=2, type=float, default=(0.5, 99.5), metavar=("LOW", "HIGH"))
+    p.add_argument("--timepoint", type=int, default=None, help="index on the time axis, if any")
+    p.add_argument("--channel", type=int, default=None, help="index on the channel axis, if any")
+    p.add_argument("--level", type=int, default=0, help="OME-Zarr multiscale level (default 0)")
+
+
+@command("inspect", "read an EM volume as napari-cem would and describe it (shape, voxel size, "
+         "value range, contrast)", _inspect_args)
+def run_inspect(args: argparse.Namespace) -> int:
+    from .io import read_volume
+
+    data, meta = read_volume(
+        args.path, standardize_mode=args.standardize, percentiles=tuple(args.percentiles),
+        timepoint=args.timepoint, channel=args.channel, level=args.level,
+    )
+    voxel = "unknown" if meta.voxel_size is None else " x ".join(f"{v:g}" for v in meta.voxel_size) + " nm"
+    print(f"source          {meta.source}")
+    print(f"format          {meta.format}{' (lazy)' if meta.lazy else ''}")
+    print(f"shape ({meta.axes})    {' x '.join(str(s) for s in data.shape)}")
+    print(f"voxel size      {voxel}")
+    print(f"original dtype  {meta.original_dtype}, values {meta.value_range[0]:g} .. {meta.value_range[1]:g}")
+    print(f"standardised    {meta.standardize_mode} -> {data.dtype}")
+    print(f"contrast        {'looks INVERTED (bright membranes): use invert' if meta.likely_inverted else 'normal (dark membranes)'}")
+    for message in meta.warnings:
+        print(f"warning         {message}")
+    return 0
+
+
+# -- entry point -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="napari-cem",
+        description="CEM500K workflow for cellular EM: curate patches, fine-tune, segment.",
+    )
+    parser.add_argument("--version", action="version", version=f"napari-cem {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, arguments, run) in _COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        if arguments is not None:
+            arguments(p)
+        p.set_defaults(_run=run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    from .io import VolumeError
+
+    try:
+        return int(args._run(args) or 0)
+    except (CLIError, VolumeError) as exc:
+        print(f"napari-cem {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"napari-cem {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Pick the compute device: CUDA, then Apple MPS, then CPU, overridable by the user.
+
+torch is imported inside the functions so that napari starts fast with the plugin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the UI and ``napari-cem info`` show about a device."""
+
+    kind: str  # "cuda" | "mps" | "cpu"
+    name: str  # e.g. "NVIDIA H100 80GB HBM3" or "CPU (2 threads)"
+    memory_gib: float | None
+    bf16: bool  # whether bf16 autocast is worth using there
+
+    def __str__(self) -> str:
+        mem = f", {self.memory_gib:.0f} GiB" if self.memory_gib else ""
+        return f"{self.kind}: {self.name}{mem}"
+
+
+def _mps_available(torch) -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def select_device(preference: str = "auto"):
+    """Return a ``torch.device`` for *preference*, failing clearly if it is absent."""
+    import torch
+
+    preference = (preference or "auto").lower()
+    if preference not in DEVICE_CHOICES and not preference.startswith("cuda:"):
+        raise ValueError(f"Unknown device {preference!r}; choose one of {', '.join(DEVICE_CHOICES)}.")
+    if preference == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available(torch):
+            return torch.device("mps")
+        return torch.device("cpu")
+    if preference.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("A CUDA GPU was requested but none is available; use device 'auto' or 'cpu'.")
+    if preference == "mps" and not _mps_available(torch):
+        raise ValueError("Apple MPS was requested but is not available; use device 'auto' or 'cpu'.")
+    return torch.device(preference)
+
+
+def describe_device(device=None) -> DeviceInfo:
+    """Human-readable facts about *device* (default: the automatic choice)."""
+    import torch
+
+    device = select_device("auto") if device is None else torch.device(device)
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        props = torch.cuda.get_device_properties(index)
+        return DeviceInfo("cuda", props.name, props.total_memory / 2**30, torch.cuda.is_bf16_supported())
+    if device.type == "mps":
+        return DeviceInfo("mps", "Apple GPU (Metal)", None, False)
+    return DeviceInfo("cpu", f"CPU ({torch.get_num_threads()} threads)", None, _cpu_has_bf16())
+
+
+def _cpu_has_bf16() -> bool:
+    """True when the CPU has native bf16 instructions (AVX512-BF16 / AMX), where autocast pays."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags

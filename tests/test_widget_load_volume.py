@@ -1,0 +1,84 @@
+"""The "Load EM volume" dock widget in a real viewer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("qtpy")
+
+
+@pytest.fixture
+def widget(make_napari_viewer, monkeypatch):
+    from napari_cem._widgets import load_volume
+
+    viewer = make_napari_viewer()
+    w = load_volume.LoadVolumeWidget(viewer)
+    viewer.window.add_dock_widget(w, name="Load EM volume")
+    messages = {"error": [], "warning": [], "info": []}
+    monkeypatch.setattr(load_volume, "notify_error", messages["error"].append)
+    monkeypatch.setattr(load_volume, "notify_warning", messages["warning"].append)
+    monkeypatch.setattr(load_volume, "notify_info", messages["info"].append)
+    w.messages = messages
+    return w
+
+
+def _load_and_wait(qtbot, w, path):
+    worker = w.load(path)
+    assert worker is not None
+    with qtbot.waitSignal(worker.finished, timeout=30000):
+        pass
+    qtbot.waitUntil(lambda: w.load_button.enabled, timeout=5000)
+
+
+def test_load_uint16_mrc_adds_scaled_uint8_layer(widget, qtbot, tmp_path):
+    import mrcfile
+
+    data = (np.random.default_rng(0).integers(0, 60000, (5, 40, 48))).astype(np.uint16)
+    path = tmp_path / "tomo.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = (12.0, 12.0, 24.0)  # x, y, z in Angstrom
+    _load_and_wait(qtbot, widget, path)
+    layer = widget.viewer.layers["tomo"]
+    assert layer.data.dtype == np.uint8 and layer.data.shape == (5, 40, 48)
+    np.testing.assert_allclose(layer.scale, (2.4, 1.2, 1.2))
+    assert layer.metadata["napari_cem"]["original_dtype"] == "uint16"
+    assert widget.messages["error"] == []
+    assert "Loaded tomo" in widget.progress.status.value
+
+
+def test_voxel_override_and_invert(widget, qtbot, tmp_path):
+    import tifffile
+
+    data = np.tile(np.arange(64, dtype=np.uint8) * 4, (3, 64, 1))
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, data)
+    widget.override_voxel.value = True
+    widget.voxel_z.value, widget.voxel_y.value, widget.voxel_x.value = 30.0, 4.0, 4.0
+    widget.invert.value = True
+    _load_and_wait(qtbot, widget, path)
+    layer = widget.viewer.layers["stack"]
+    np.testing.assert_allclose(layer.scale, (30.0, 4.0, 4.0))
+    np.testing.assert_array_equal(layer.data, 255 - data)
+
+
+def test_bad_file_gives_plain_error_and_no_layer(widget, qtbot, tmp_path):
+    path = tmp_path / "broken.tif"
+    path.write_bytes(b"II*\x00not really a tiff")
+    _load_and_wait(qtbot, widget, path)
+    assert len(widget.viewer.layers) == 0
+    assert len(widget.messages["error"]) == 1
+    assert "Traceback" not in widget.messages["error"][0]
+    assert list(tmp_path.iterdir()) == [path]
+
+
+def test_missing_path_is_refused_before_starting(widget):
+    widget.path.value = ""
+    assert widget.load() is None
+    assert widget.messages["error"]
+
+
+def test_folder_mode_switches_picker(widget):
+    widget.source_kind.value = "folder of 2D images"
+    assert widget.path.mode.value == "d"
