@@ -41,9 +41,9 @@ def test_inspect_describes_a_volume(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name, content, expected", [
-    ("missing.tif", None, "not found|does not exist|No such"),
+    ("missing.tif", None, "nothing found|not found|does not exist"),
     ("notes.docx", b"hello", "not supported|Unsupported|unsupported"),
-    ("broken.tif", b"II*\x00garbage-bytes", "read|corrupt|truncated|damaged"),
+    ("broken.tif", b"II*\x00garbage-bytes", "read|corrupt|truncated|damaged|without any image"),
 ])
 def test_cli_bad_input_is_one_clear_line(tmp_path, name, content, expected):
     import re

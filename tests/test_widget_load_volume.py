@@ -24,11 +24,8 @@ def widget(make_napari_viewer, monkeypatch):
 
 
 def _load_and_wait(qtbot, w, path):
-    worker = w.load(path)
-    assert worker is not None
-    with qtbot.waitSignal(worker.finished, timeout=30000):
-        pass
-    qtbot.waitUntil(lambda: w.load_button.enabled, timeout=5000)
+    assert w.load(path) is not None
+    qtbot.waitUntil(lambda: w._worker is None, timeout=30000)
 
 
 def test_load_uint16_mrc_adds_scaled_uint8_layer(widget, qtbot, tmp_path):
@@ -53,7 +50,7 @@ def test_voxel_override_and_invert(widget, qtbot, tmp_path):
 
     data = np.tile(np.arange(64, dtype=np.uint8) * 4, (3, 64, 1))
     path = tmp_path / "stack.tif"
-    tifffile.imwrite(path, data)
+    tifffile.imwrite(path, data, photometric="minisblack")
     widget.override_voxel.value = True
     widget.voxel_z.value, widget.voxel_y.value, widget.voxel_x.value = 30.0, 4.0, 4.0
     widget.invert.value = True
@@ -74,7 +71,7 @@ def test_bad_file_gives_plain_error_and_no_layer(widget, qtbot, tmp_path):
 
 
 def test_missing_path_is_refused_before_starting(widget):
-    widget.path.value = ""
+    widget.path.line_edit.value = ""
     assert widget.load() is None
     assert widget.messages["error"]
 

@@ -103,22 +103,27 @@ class LoadVolumeWidget(Container):
         """Start loading in a thread worker; returns the worker (tests wait on it)."""
         from napari.qt.threading import create_worker
 
-        path = Path(path) if path is not None else Path(self.path.value)
-        if str(path) in ("", "."):
-            notify_error("Choose a file or folder to load first.")
-            return None
+        if path is None:
+            text = str(self.path.line_edit.value).strip()
+            if text in ("", "."):
+                notify_error("Choose a file or folder to load first.")
+                return None
+            path = text
+        path = Path(path)
         options = self.read_options()
         self._cancelled = False
         self.load_button.enabled = False
         self.progress.start(2, f"Reading {path.name} ...")
-        worker = create_worker(_read_job, path, options, _start_thread=False)
-        worker.yielded.connect(lambda msg: self.progress.step(1, msg))
-        worker.returned.connect(self._on_loaded)
-        worker.errored.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
-        worker.start()
-        return worker
+        self._worker = create_worker(
+            _read_job, path, options,
+            _connect={
+                "yielded": lambda msg: self.progress.step(1, msg),
+                "returned": self._on_loaded,
+                "errored": self._on_error,
+                "finished": self._on_finished,
+            },
+        )
+        return self._worker
 
     def cancel(self) -> None:
         """Stop waiting for the current load; its result is discarded when it arrives."""
