@@ -37,6 +37,7 @@ def test_reader_declines_what_it_does_not_open(tmp_path):
 def test_npe2_read_mrc_gives_scaled_image(tmp_path):
     import npe2
 
+    npe2.PluginManager.instance().discover()
     data = np.random.default_rng(1).integers(-500, 500, (4, 16, 20)).astype(np.int16)
     path = _write_mrc(tmp_path / "a.mrc", data, (10.0, 10.0, 50.0))
     (layer_data,) = npe2.read([str(path)], stack=False, plugin_name="napari-cem")
