@@ -141,6 +141,89 @@ def run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- curate ----------------------------------------------------------------------------------
+def _curate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="EM volumes or 2D images (any format napari-cem reads); each is one source")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="export folder: patches/ (kept exemplars as TIFF) and manifest.csv")
+    p.add_argument("--patch-size", type=int, default=224, help="patch side in pixels (default 224)")
+    p.add_argument("--cutoff", type=int, default=12,
+                   help="Hamming distance of near-duplicates, inclusive (default 12)")
+    p.add_argument("--planes", choices=["auto", "xy", "all"], default="auto",
+                   help="auto: xy, xz and yz for near-isotropic volumes, xy otherwise (default)")
+    p.add_argument("--tolerance", type=float, default=0.2,
+                   help="relative z/xy spacing difference still called isotropic (default 0.2)")
+    p.add_argument("--grouping", choices=["greedy", "components"], default="greedy",
+                   help="greedy: the original exemplar procedure (default); components: transitive groups")
+    p.add_argument("--seed", type=int, default=0, help="seed of the greedy shuffle (default 0)")
+    p.add_argument("--workers", type=int, default=1, help="parallel processes, one source each (default 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="dask.distributed scheduler address: spread the sources over that cluster "
+                        "(its workers must see the same files)")
+
+
+@command("curate", "cut patches, find near-duplicates by dHash and export the kept exemplars",
+         _curate_args)
+def run_curate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .batch import CurateRequest, curate_files
+
+    if args.patch_size < 8:
+        raise CLIError(f"--patch-size must be at least 8, got {args.patch_size}")
+    if args.cutoff < 0 or args.cutoff > 64:
+        raise CLIError(f"--cutoff must be between 0 and 64, got {args.cutoff}")
+    if args.workers < 1:
+        raise CLIError(f"--workers must be 1 or more, got {args.workers}")
+    missing = [p for p in args.inputs if not Path(p).exists()]
+    if missing:
+        raise CLIError(f"input not found: {', '.join(missing)}")
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"output '{out}' exists and is not a folder")
+    request = CurateRequest(patch_size=args.patch_size, cutoff=args.cutoff, planes=args.planes,
+                            grouping=args.grouping, seed=args.seed, tolerance=args.tolerance)
+    single = len(args.inputs) == 1 and not args.scheduler
+    bar = tqdm(total=0 if single else len(args.inputs), unit="patch" if single else "source",
+               desc="curate", file=sys.stderr, dynamic_ncols=True)
+    errors = []
+
+    def on_done(summary, n_done, n_total):
+        if "error" in summary:
+            errors.append(summary)
+            tqdm.write(f"napari-cem curate: error: {summary['source']}: {summary['error']}", file=sys.stderr)
+        elif summary.get("skipped"):
+            tqdm.write(f"{summary['source']}: already exported, skipped", file=sys.stderr)
+        else:
+            tqdm.write(f"{summary['source']}: {summary['n_patches']:,} patches "
+                       f"({'/'.join(summary['planes'])}), {summary['n_groups']:,} groups, "
+                       f"{summary['written']:,} exemplars written in {summary['seconds']:.1f} s",
+                       file=sys.stderr)
+        if not single:
+            bar.update(1)
+
+    def progress(done, total, stage):
+        bar.set_description(f"curate ({stage})")
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        results = curate_files(args.inputs, out, request, workers=args.workers,
+                               scheduler=args.scheduler, on_done=on_done,
+                               progress=progress if single else None)
+    finally:
+        bar.close()
+    done = [r for r in results if "error" not in r]
+    kept = sum(r.get("n_kept", 0) for r in done if not r.get("skipped"))
+    print(f"{len(done)} of {len(results)} sources curated into {out} "
+          f"({kept:,} exemplars written this run); manifest: {out / 'manifest.csv'}")
+    return 1 if errors else 0
+
+
 # -- entry point -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
