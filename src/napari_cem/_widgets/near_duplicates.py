@@ -1,0 +1,486 @@
+"""Dock widget "Near-duplicates": hash the patches of an Image layer, show the groups, export.
+
+The heavy work (tiling, dHash, grouping, export) runs in napari thread workers through the
+Qt-free core in ``napari_cem.curate`` / ``napari_cem.export``; this widget only reads the
+layer, shows progress, and draws the result on the main thread:
+
+* an overlay Shapes layer with the patches of the slice on screen (any plane), coloured by
+  group, exemplars with a thick white edge;
+* a gallery of the largest groups (exemplar first); clicking a patch moves the viewer there;
+* a cutoff slider that regroups the stored hashes and updates the counts live.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    Label,
+    PushButton,
+    Slider,
+    SpinBox,
+)
+
+from ._common import ProgressRow, notify_error, notify_info
+
+_PLANE_ORDER = {"xy": (0, 1, 2), "xz": (1, 0, 2), "yz": (2, 0, 1)}  # dims order that shows a plane
+_SLICE_AXIS = {"xy": 0, "xz": 1, "yz": 2}
+GALLERY_GROUPS = 8
+GALLERY_MEMBERS = 6
+THUMB = 72
+
+
+def group_colours(n_groups: int, seed: int = 7) -> np.ndarray:
+    """Distinct RGBA colours per group (golden-ratio hues), stable for a given group id."""
+    from skimage.color import hsv2rgb
+
+    hues = (np.arange(n_groups) * 0.618033988749895 + (seed % 10) / 10) % 1.0
+    sats = 0.65 + 0.35 * np.random.default_rng(seed).random(n_groups)
+    out = np.ones((n_groups, 4), np.float32)
+    out[:, :3] = hsv2rgb(np.stack([hues, sats, np.ones(n_groups)], axis=1)[None])[0]
+    return out
+
+
+class NearDuplicatesWidget(Container):
+    """Find near-duplicate patches in an Image layer (CEM500K curation) and export exemplars."""
+
+    def __init__(self, napari_viewer):
+        self.viewer = napari_viewer
+        self.result = None  # the CurationResult of the last run
+        self._volume = None  # the uint8 volume the result was computed on
+        self._layer = None
+        self._overlay = None
+        self._worker = None
+        self._regroup_worker = None
+        self._pending_cutoff = None
+        self._cancel_requested = False
+
+        self.image = ComboBox(label="Image", choices=self._image_choices,
+                              tooltip="The EM volume or image to curate.")
+        self.patch_size = SpinBox(label="Patch size", value=224, min=16, max=4096, step=16,
+                                  tooltip="Square patches, no overlap, from the top-left corner; an edge "
+                                          "remainder of at least half a patch is kept.")
+        self.planes = ComboBox(label="Planes", choices=["auto", "xy", "all"], value="auto",
+                               tooltip="auto: xy, xz and yz when z spacing is within 20 % of xy "
+                                       "(isotropic), xy only otherwise.")
+        self.grouping = ComboBox(label="Grouping", choices=["greedy", "components"], value="greedy",
+                                 tooltip="greedy: the CEM500K procedure (one exemplar and everything "
+                                         "within the cutoff of it). components: transitive groups.")
+        self.seed = SpinBox(label="Seed", value=0, min=0, max=2**31 - 1,
+                            tooltip="Seed of the shuffle that picks exemplars.")
+        self.run_button = PushButton(text="Find near-duplicates")
+        self.progress = ProgressRow()
+        self.cutoff = Slider(label="Cutoff", value=12, min=0, max=32, tracking=True,
+                             tooltip="Hamming distance between dHashes (64 bits) still called a "
+                                     "near-duplicate, inclusive. CEM500K used 12.")
+        self.counts = Label(value="No result yet.")
+        self.show_overlay = CheckBox(label="Show overlay on the slice", value=True)
+        self.export_dir = FileEdit(label="Export to", mode="d")
+        self.export_button = PushButton(text="Export curated patches", enabled=False)
+        super().__init__(widgets=[
+            self.image, self.patch_size, self.planes, self.grouping, self.seed, self.run_button,
+            self.progress, self.cutoff, self.counts, self.show_overlay, self.export_dir,
+            self.export_button,
+        ])
+        self.gallery = _make_gallery(self._on_gallery_click)
+        self.native.layout().addWidget(self.gallery)
+        self.cutoff.enabled = False
+
+        self.run_button.changed.connect(lambda: self.run())
+        self.progress.cancel_button.changed.connect(self.cancel)
+        self.cutoff.changed.connect(self._on_cutoff)
+        self.show_overlay.changed.connect(lambda v: self.update_overlay())
+        self.export_button.changed.connect(lambda: self.export())
+        self.viewer.layers.events.inserted.connect(self._refresh_choices)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.viewer.dims.events.current_step.connect(self._on_dims)
+        self.viewer.dims.events.order.connect(self._on_dims)
+
+    # -- layer choice ---------------------------------------------------------------------
+    def _image_choices(self, _widget=None):
+        from napari.layers import Image
+
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)]
+
+    def _refresh_choices(self, _event=None) -> None:
+        self.image.reset_choices()
+
+    def _on_layer_removed(self, event) -> None:
+        if event.value is self._overlay:
+            self._overlay = None
+        if event.value is self._layer:
+            self._set_result(None)
+            self._layer = None
+        self._refresh_choices()
+
+    # -- running --------------------------------------------------------------------------
+    def run(self):
+        """Hash and group the chosen layer in a thread worker; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        layer = self.image.value
+        if layer is None:
+            notify_error("Open an EM image first (File > Open, or the Load EM volume widget).")
+            return None
+        data = layer.data[0] if layer.multiscale else layer.data
+        meta = layer.metadata.get("napari_cem", {}) if isinstance(layer.metadata, dict) else {}
+        voxel = meta.get("voxel_size") or (tuple(float(s) for s in layer.scale) if _has_units(layer) else None)
+        options = {"source": layer.name, "voxel_size": voxel, "planes": self.planes.value,
+                   "patch_size": int(self.patch_size.value), "cutoff": int(self.cutoff.value),
+                   "grouping": self.grouping.value, "seed": int(self.seed.value)}
+        self._cancel_requested = False
+        self._set_running(True)
+        self.progress.start(1, f"Hashing the patches of {layer.name} ...")
+        self._worker = create_worker(
+            _curate_job, data, options, lambda: self._cancel_requested,
+            _progress=False,
+            _connect={"yielded": self._on_progress, "returned": lambda r: self._on_result(layer, r),
+                      "errored": self._on_error, "finished": self._on_finished},
+        )
+        return self._worker
+
+    def cancel(self) -> None:
+        self._cancel_requested = True
+        self.progress.status.value = "Cancelling ..."
+
+    def _set_running(self, running: bool) -> None:
+        self.run_button.enabled = not running
+        self.export_button.enabled = not running and self.result is not None
+        self.cutoff.enabled = not running and self.result is not None
+
+    def _on_progress(self, update) -> None:
+        done, total, stage = update
+        self.progress.bar.max = max(total, 1)
+        self.progress.step(done, f"{stage.capitalize()}: {done:,} / {total:,}")
+
+    def _on_result(self, layer, payload) -> None:
+        result, volume = payload
+        self._layer = layer
+        self._volume = volume
+        self._set_result(result)
+        self.progress.finish(f"{layer.name}: {result.summary()}.")
+
+    def _on_error(self, exc: Exception) -> None:
+        from .._cancel import Cancelled
+
+        if isinstance(exc, Cancelled):
+            self.progress.finish("Cancelled; the previous result is unchanged.")
+            return
+        message = str(exc) if isinstance(exc, (ValueError, TypeError, OSError)) else (
+            f"Finding near-duplicates failed: {type(exc).__name__}: {exc}")
+        self.progress.finish("Failed: " + message)
+        notify_error(message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._set_running(False)
+
+    # -- cutoff slider --------------------------------------------------------------------
+    def _on_cutoff(self, value: int) -> None:
+        if self.result is None:
+            return
+        self._pending_cutoff = int(value)
+        if self._regroup_worker is None:
+            self._start_regroup()
+
+    def _start_regroup(self):
+        from napari.qt.threading import create_worker
+
+        cutoff, self._pending_cutoff = self._pending_cutoff, None
+        base = self.result
+        self._regroup_worker = create_worker(
+            base.regroup, cutoff,
+            _connect={"returned": self._on_regrouped, "errored": self._on_error,
+                      "finished": self._on_regroup_finished})
+        return self._regroup_worker
+
+    def _on_regrouped(self, result) -> None:
+        if self.result is not None:
+            self._set_result(result)
+
+    def _on_regroup_finished(self) -> None:
+        self._regroup_worker = None
+        if self._pending_cutoff is not None and self.result is not None:
+            self._start_regroup()  # the slider moved on while we worked: latest value wins
+
+    # -- showing --------------------------------------------------------------------------
+    def _set_result(self, result) -> None:
+        self.result = result
+        if result is None:
+            self.counts.value = "No result yet."
+            self.gallery.clear()
+            self._remove_overlay()
+            self._set_running(False)
+            return
+        self.counts.value = (f"{result.n_patches:,} patches · {result.n_groups:,} groups · "
+                             f"{result.n_kept:,} kept · {100 * result.fraction_removed:.1f} % removed "
+                             f"(cutoff {result.params['cutoff']})")
+        self._colours = group_colours(max(result.n_groups, 1))
+        self._sizes = result.group_sizes()
+        self._set_running(self._worker is not None)
+        self.update_overlay()
+        self.update_gallery()
+
+    def current_plane_slice(self):
+        """(plane, slice index) of the result's layer as the viewer shows it now, or None."""
+        layer = self._layer
+        if layer is None:
+            return None
+        if layer.ndim == 2:
+            return "xy", 0
+        offset = self.viewer.dims.ndim - layer.ndim
+        displayed = tuple(sorted(a - offset for a in self.viewer.dims.displayed))
+        if self.viewer.dims.ndisplay != 2 or any(a < 0 for a in displayed):
+            return None
+        plane = {(1, 2): "xy", (0, 2): "xz", (0, 1): "yz"}[displayed]
+        axis = _SLICE_AXIS[plane]
+        point = layer.world_to_data(self.viewer.dims.point[offset:])
+        index = int(round(float(point[axis])))
+        return plane, index
+
+    def _on_dims(self, _event=None) -> None:
+        if self.result is not None:
+            self.update_overlay()
+
+    def _remove_overlay(self) -> None:
+        if self._overlay is not None and self._overlay in self.viewer.layers:
+            self.viewer.layers.remove(self._overlay)
+        self._overlay = None
+
+    def update_overlay(self) -> None:
+        """Draw the patches of the slice on screen, coloured by group; exemplars edged white."""
+        result, layer = self.result, self._layer
+        if result is None or layer is None or not self.show_overlay.value:
+            self._remove_overlay()
+            return
+        if layer not in self.viewer.layers:  # being removed (or the viewer is closing)
+            return
+        where = self.current_plane_slice()
+        rows = result.rows_on_slice(*where) if where is not None else np.zeros(0, int)
+        rects = [_rectangle(result.provenance[i], layer.ndim) for i in rows]
+        groups = result.group[rows]
+        multi = self._sizes[groups] > 1
+        face = self._colours[groups].copy()
+        face[:, 3] = np.where(multi, 0.30, 0.0)
+        edge = self._colours[groups].copy()
+        edge[~multi] = (0.6, 0.6, 0.6, 0.8)
+        is_ex = result.exemplar[rows]
+        edge[is_ex & multi] = (1.0, 1.0, 1.0, 1.0)
+        widths = np.where(is_ex, 6.0, 2.0) * float(np.mean(layer.scale[-2:]))
+        labels = [f"{'★ ' if e else ''}g{g}" if m else "" for g, e, m in zip(groups, is_ex, multi)]
+        kwargs = {"scale": layer.scale, "translate": layer.translate}
+        if self._overlay is None or self._overlay not in self.viewer.layers:
+            from napari.layers import Shapes
+
+            self._overlay = Shapes(ndim=layer.ndim, name=f"near-duplicates ({layer.name})",
+                                   opacity=0.9, **kwargs)
+            self.viewer.add_layer(self._overlay)
+            self.viewer.layers.selection.active = layer
+        ov = self._overlay
+        ov.data = []
+        if rects:
+            ov.add_rectangles(rects, edge_width=widths, edge_color=edge, face_color=face)
+            ov.features = {"group": groups, "exemplar": is_ex, "label": labels}
+            ov.text = {"string": "{label}", "color": "white", "size": 9, "anchor": "upper_left"}
+        ov.refresh()
+
+    def update_gallery(self) -> None:
+        """Largest groups, exemplar first (★), with a thumbnail of each patch."""
+        from qtpy.QtCore import Qt
+        from qtpy.QtGui import QIcon, QImage, QPixmap
+        from qtpy.QtWidgets import QListWidgetItem
+
+        from ..patches import read_patch
+
+        self.gallery.clear()
+        result = self.result
+        if result is None or self._volume is None:
+            return
+        for g_rows in result.largest_groups(GALLERY_GROUPS, max_members=GALLERY_MEMBERS + 1):
+            for i in g_rows:
+                p = result.provenance[i]
+                patch = np.asarray(read_patch(self._volume, str(p["plane"]), int(p["slice"]), int(p["y"]),
+                                              int(p["x"]), int(p["height"]), int(p["width"])))
+                patch = np.ascontiguousarray(patch, dtype=np.uint8)
+                h, w = patch.shape
+                qimage = QImage(patch.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
+                pixmap = QPixmap.fromImage(qimage).scaled(THUMB, THUMB, Qt.AspectRatioMode.KeepAspectRatio)
+                star = "★ " if result.exemplar[i] else ""
+                item = QListWidgetItem(QIcon(pixmap), f"{star}g{result.group[i]} {p['plane']} {p['slice']}")
+                item.setData(Qt.ItemDataRole.UserRole, int(i))
+                item.setToolTip(f"group {result.group[i]} ({self._sizes[result.group[i]]} patches), "
+                                f"{'exemplar, ' if result.exemplar[i] else ''}plane {p['plane']}, "
+                                f"slice {p['slice']}, y {p['y']}, x {p['x']}, {p['height']}x{p['width']}")
+                self.gallery.addItem(item)
+
+    def _on_gallery_click(self, item) -> None:
+        from qtpy.QtCore import Qt
+
+        self.go_to_patch(int(item.data(Qt.ItemDataRole.UserRole)))
+
+    def go_to_patch(self, row: int) -> None:
+        """Show patch *row* of the result: its plane, its slice, centred on screen."""
+        from ..patches import provenance_to_volume_coords
+
+        result, layer = self.result, self._layer
+        if result is None or layer is None:
+            return
+        p = result.provenance[row]
+        plane = str(p["plane"])
+        if layer.ndim == 2:
+            centre = np.array([p["y"] + (p["height"] - 1) / 2, p["x"] + (p["width"] - 1) / 2])
+        else:
+            z, y, x = provenance_to_volume_coords(plane, int(p["slice"]), int(p["y"]), int(p["x"]))
+            corner = np.array([z, y, x], float)
+            extent = {"xy": (0, p["height"], p["width"]), "xz": (p["height"], 0, p["width"]),
+                      "yz": (p["height"], p["width"], 0)}[plane]
+            centre = corner + np.maximum(np.array(extent, float) - 1, 0) / 2
+            offset = self.viewer.dims.ndim - layer.ndim
+            order = tuple(range(offset)) + tuple(a + offset for a in _PLANE_ORDER[plane])
+            if self.viewer.dims.ndisplay != 2:
+                self.viewer.dims.ndisplay = 2
+            self.viewer.dims.order = order
+        world = np.asarray(layer.data_to_world(centre), float)
+        offset = self.viewer.dims.ndim - layer.ndim
+        point = list(self.viewer.dims.point)
+        point[offset:] = list(world)
+        self.viewer.dims.point = point
+        # the camera centre is given in the order of the displayed axes
+        _camera(self.viewer).center = tuple(point[d] for d in self.viewer.dims.displayed)
+        self.update_overlay()
+
+    # -- export ---------------------------------------------------------------------------
+    def export(self, out_dir=None):
+        """Write the kept exemplars and manifest.csv in a thread worker; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        if self.result is None:
+            notify_error("Run 'Find near-duplicates' first.")
+            return None
+        if out_dir is None:
+            text = str(self.export_dir.line_edit.value).strip()
+            if text in ("", "."):
+                notify_error("Choose an export folder first.")
+                return None
+            out_dir = text
+        self._cancel_requested = False
+        self._set_running(True)
+        self.progress.start(max(self.result.n_kept, 1), f"Exporting {self.result.n_kept:,} patches ...")
+        self._worker = create_worker(
+            _export_job, self.result, self._volume, out_dir, lambda: self._cancel_requested,
+            _progress=False,
+            _connect={"yielded": self._on_progress, "returned": self._on_exported,
+                      "errored": self._on_error, "finished": self._on_finished})
+        return self._worker
+
+    def _on_exported(self, summary) -> None:
+        message = (f"Exported {summary['written']:,} exemplar patches of {summary['source']} "
+                   f"to {summary['out_dir']} (manifest.csv).")
+        self.progress.finish(message)
+        notify_info(message)
+
+
+def _camera(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def _has_units(layer) -> bool:
+    """A layer scale means nm only when napari-cem or the user gave units (not the default 1)."""
+    return any(str(u) not in ("pixel", "") for u in getattr(layer, "units", ())) and \
+        not np.allclose(layer.scale, 1)
+
+
+def _rectangle(p, ndim: int) -> np.ndarray:
+    """Corner coordinates (in the layer's data space) of one patch, on its slice."""
+    r0, c0 = p["y"] - 0.5, p["x"] - 0.5
+    r1, c1 = r0 + p["height"], c0 + p["width"]
+    corners = np.array([[r0, c0], [r0, c1], [r1, c1], [r1, c0]], float)
+    if ndim == 2:
+        return corners
+    s = np.full((4, 1), float(p["slice"]))
+    plane = str(p["plane"])
+    if plane == "xy":
+        return np.hstack([s, corners])
+    if plane == "xz":  # rows are z, columns x, slice is y
+        return np.column_stack([corners[:, 0], s[:, 0], corners[:, 1]])
+    return np.column_stack([corners[:, 0], corners[:, 1], s[:, 0]])  # yz: rows z, columns y, slice x
+
+
+def _make_gallery(on_click):
+    from qtpy.QtCore import QSize
+    from qtpy.QtWidgets import QListView, QListWidget
+
+    gallery = QListWidget()
+    gallery.setViewMode(QListView.ViewMode.IconMode)
+    gallery.setIconSize(QSize(THUMB, THUMB))
+    gallery.setResizeMode(QListView.ResizeMode.Adjust)
+    gallery.setMovement(QListView.Movement.Static)
+    gallery.setWordWrap(True)
+    gallery.setGridSize(QSize(THUMB + 24, THUMB + 34))
+    gallery.setMinimumHeight(3 * (THUMB + 34))
+    gallery.setToolTip("Largest groups of near-duplicates, exemplar (★) first. Click a patch to "
+                       "go to it in the volume.")
+    gallery.itemClicked.connect(on_click)
+    return gallery
+
+
+def _progress_generator(fn, **kwargs):
+    """Run the callback-reporting core *fn* in a helper thread and turn its progress(done, total,
+    stage) calls into yields, so a napari GeneratorWorker carries them to the main thread."""
+    import queue
+    import threading
+
+    updates: queue.SimpleQueue = queue.SimpleQueue()
+    box = {}
+
+    def work():
+        try:
+            box["value"] = fn(progress=lambda d, t, s: updates.put((d, t, s)), **kwargs)
+        except BaseException as exc:  # re-raised in the worker thread below
+            box["error"] = exc
+        finally:
+            updates.put(None)
+
+    thread = threading.Thread(target=work, name="napari-cem-job", daemon=True)
+    thread.start()
+    while (item := updates.get()) is not None:
+        yield item
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def _curate_job(data, options: dict, should_stop):
+    """Worker: standardise if needed, hash, group. Yields (done, total, stage)."""
+    import pandas  # noqa: F401  (napari's Shapes features import it: pay that here, not in the UI)
+
+    from ..curate import find_near_duplicates
+
+    volume = data
+    if getattr(data, "dtype", None) != np.uint8:
+        from ..io import standardize
+
+        yield (0, 1, "standardising")
+        volume, _info = standardize(data, rgb=False)
+        if hasattr(volume, "compute") and volume.nbytes < 2**30:
+            volume = volume.compute()
+    result = yield from _progress_generator(find_near_duplicates, volume=volume,
+                                            should_stop=should_stop, **options)
+    return result, volume
+
+
+def _export_job(result, volume, out_dir, should_stop):
+    """Worker: write the exemplars and the manifest. Yields (done, total, stage)."""
+    from ..export import export_curated
+
+    summary = yield from _progress_generator(export_curated, result=result, volume=volume,
+                                             out_dir=out_dir, skip_done=False, should_stop=should_stop)
+    summary["out_dir"] = str(out_dir)
+    return summary
