@@ -16,6 +16,7 @@ class StallProbe:
 
         self.interval = interval_ms / 1000
         self.gaps: list[float] = []
+        self.ends: list[float] = []  # perf_counter() at the end of each gap
         self._last = None
         self._timer = QTimer()
         self._timer.setInterval(interval_ms)
@@ -25,6 +26,7 @@ class StallProbe:
         now = time.perf_counter()
         if self._last is not None:
             self.gaps.append(now - self._last)
+            self.ends.append(now)
         self._last = now
 
     def start(self) -> None:
@@ -38,6 +40,12 @@ class StallProbe:
     @property
     def longest_stall_ms(self) -> float:
         return max((g - self.interval for g in self.gaps), default=0.0) * 1000
+
+    def longest_stall_ms_between(self, start: float, end: float) -> float:
+        """Longest stall among the gaps that ended after *start* and at or before *end*
+        (perf_counter() times): to tell a job's own stalls from those of showing its result."""
+        return max((g - self.interval for g, e in zip(self.gaps, self.ends)
+                    if start < e <= end), default=0.0) * 1000
 
 
 def run_until(predicate, timeout_s: float) -> bool:

@@ -15,6 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SUITES = {
     "io": "bench_io",
+    "grouping": "bench_grouping",
+    "dhash": "bench_dhash",
+    "curate": "bench_curate",
 }
 
 

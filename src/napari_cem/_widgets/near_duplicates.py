@@ -271,7 +271,6 @@ class NearDuplicatesWidget(Container):
         is_ex = result.exemplar[rows]
         edge[is_ex & multi] = (1.0, 1.0, 1.0, 1.0)
         widths = np.where(is_ex, 6.0, 2.0) * float(np.mean(layer.scale[-2:]))
-        labels = [f"{'★ ' if e else ''}g{g}" if m else "" for g, e, m in zip(groups, is_ex, multi)]
         kwargs = {"scale": layer.scale, "translate": layer.translate}
         if self._overlay is None or self._overlay not in self.viewer.layers:
             from napari.layers import Shapes
@@ -284,8 +283,7 @@ class NearDuplicatesWidget(Container):
         ov.data = []
         if rects:
             ov.add_rectangles(rects, edge_width=widths, edge_color=edge, face_color=face)
-            ov.features = {"group": groups, "exemplar": is_ex, "label": labels}
-            ov.text = {"string": "{label}", "color": "white", "size": 9, "anchor": "upper_left"}
+            ov.features = {"group": groups, "exemplar": is_ex, "group_size": self._sizes[groups]}
         ov.refresh()
 
     def update_gallery(self) -> None:
