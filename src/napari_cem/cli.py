@@ -224,6 +224,24 @@ def run_curate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+# -- pretrain --------------------------------------------------------------------------------
+def _pretrain_args(p: argparse.ArgumentParser) -> None:
+    from .pretrain import add_arguments
+
+    add_arguments(p)
+
+
+@command("pretrain", "MoCoV2 pre-training of a ResNet encoder on a folder of patches "
+         "(one GPU; many with torchrun -m napari_cem.pretrain)", _pretrain_args)
+def run_pretrain(args: argparse.Namespace) -> int:
+    from .pretrain import run_from_args
+
+    try:
+        return run_from_args(args)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+
+
 # -- entry point -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
