@@ -16,6 +16,9 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "RESULTS.md"
 WORK_DIR = BENCH_DIR / "_work"  # git-ignored scratch space for generated inputs
+# The real VNC ssTEM data: ../shared/data/vnc beside the project, or NAPARI_CEM_VNC (a copy
+# carried to another machine).
+VNC_DIR = Path(os.environ.get("NAPARI_CEM_VNC") or BENCH_DIR.parents[1] / "shared" / "data" / "vnc")
 
 
 def machine() -> str:

@@ -25,9 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _harness import WORK_DIR, Timer, emit, row, run_isolated  # noqa: E402
+from _harness import VNC_DIR, WORK_DIR, Timer, emit, row, run_isolated  # noqa: E402
 
-VNC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vnc"
 SIDE = 1024
 VOLUME = WORK_DIR / "bench_curate_1gib_uint8.tif"
 

@@ -19,9 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _harness import emit, row  # noqa: E402
+from _harness import VNC_DIR, emit, row  # noqa: E402
 
-VNC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vnc"
 PATCH = 224
 TILED = 20_480
 IMAGEHASH_PATCHES = 2_560  # the per-patch loop is timed on 4 passes over the 640 patches

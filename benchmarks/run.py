@@ -18,6 +18,7 @@ SUITES = {
     "grouping": "bench_grouping",
     "dhash": "bench_dhash",
     "curate": "bench_curate",
+    "quality": "bench_quality",
 }
 
 

@@ -24,6 +24,7 @@ class ViewerState:
 
     active_model: Any = None  # a napari_cem.model.ModelBundle, or None
     active_model_path: Path | None = None
+    curation: Any = None  # (CurationResult, uint8 volume) of the Near-duplicates widget, or None
     _listeners: list[Callable[[ViewerState], None]] = field(default_factory=list, repr=False)
 
     def set_active_model(self, bundle, path=None) -> None:

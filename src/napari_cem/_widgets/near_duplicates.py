@@ -25,6 +25,7 @@ from magicgui.widgets import (
 )
 
 from ._common import ProgressRow, notify_error, notify_info
+from ._state import state_for
 
 _PLANE_ORDER = {"xy": (0, 1, 2), "xz": (1, 0, 2), "yz": (2, 0, 1)}  # dims order that shows a plane
 _SLICE_AXIS = {"xy": 0, "xz": 1, "yz": 2}
@@ -210,6 +211,7 @@ class NearDuplicatesWidget(Container):
     # -- showing --------------------------------------------------------------------------
     def _set_result(self, result) -> None:
         self.result = result
+        state_for(self.viewer).curation = None if result is None else (result, self._volume)
         if result is None:
             self.counts.value = "No result yet."
             self.gallery.clear()
