@@ -19,6 +19,7 @@ SUITES = {
     "dhash": "bench_dhash",
     "curate": "bench_curate",
     "quality": "bench_quality",
+    "finetune": "bench_finetune",
 }
 
 

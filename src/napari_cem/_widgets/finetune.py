@@ -1,0 +1,481 @@
+"""Dock widget "Fine-tune": train a U-Net on the ROIs painted in a Labels layer.
+
+The training runs in a napari thread worker through the Qt-free core
+(``napari_cem.train.finetune``); this widget reads the layers, shows the live loss curve
+and progress, saves the bundle when training ends (also after Stop: the latest weights
+are kept) and makes it the active model of the viewer (``_state.state_for``), which the
+Segment widget uses. "Preview current slice" predicts the slice on screen with the
+current weights, during or after training.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
+from qtpy.QtCore import QPointF, Qt
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import QSizePolicy, QWidget
+
+from ._common import ProgressRow, notify_error, notify_info
+from ._state import state_for
+
+WEIGHT_FILE = "local file ..."
+BACKGROUND_CHOICES = ["auto", "unpainted (0)"] + [str(v) for v in range(1, 21)]
+
+
+class LossCurve(QWidget):
+    """A small QPainter plot: training loss (smoothed, left scale) and train IoU (0-1)."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.losses: list[float] = []
+        self.ious: list[float | None] = []
+        self.setMinimumHeight(110)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setToolTip("Training loss (white, smoothed) and train IoU on the batches (green, 0 to 1).")
+
+    def clear(self) -> None:
+        self.losses, self.ious = [], []
+        self.update()
+
+    def add(self, loss: float, iou: float | None) -> None:
+        self.losses.append(float(loss))
+        self.ious.append(iou)
+        self.update()
+
+    def paintEvent(self, event):  # noqa: N802
+        from ..train import smooth
+
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        w, h = self.width(), self.height()
+        p.fillRect(0, 0, w, h, QColor(30, 30, 36))
+        n = len(self.losses)
+        if n < 2:
+            p.setPen(QColor(160, 160, 160))
+            p.drawText(8, h // 2, "loss curve appears when training starts")
+            p.end()
+            return
+        loss = np.asarray(smooth(self.losses, 0.2))
+        top = float(np.nanmax(loss)) or 1.0
+        xs = np.linspace(4, w - 4, n)
+
+        def poly(values, scale):
+            pts = QPolygonF()
+            for x, v in zip(xs, values):
+                if v is not None and np.isfinite(v):
+                    pts.append(QPointF(float(x), float(h - 14 - (h - 22) * min(v / scale, 1.0))))
+            return pts
+
+        p.setPen(QPen(QColor(235, 235, 235), 1.5))
+        p.drawPolyline(poly(loss, top))
+        ious = smooth([v for v in self.ious], 0.2)
+        p.setPen(QPen(QColor(90, 200, 120), 1.5))
+        p.drawPolyline(poly(ious, 1.0))
+        p.setPen(QColor(200, 200, 200))
+        last_iou = next((v for v in reversed(ious) if v is not None and np.isfinite(v)), None)
+        text = f"it {n}  loss {loss[-1]:.4f}" + (f"  IoU {last_iou:.3f}" if last_iou is not None else "")
+        p.drawText(6, h - 2, text)
+        p.end()
+
+
+class FinetuneWidget(Container):
+    """Fine-tune a frozen-encoder U-Net on painted labels; the result becomes the active model."""
+
+    def __init__(self, napari_viewer):
+        from ..device import DEVICE_CHOICES
+        from ..train import FREEZE_CHOICES
+        from ..weights import KNOWN_WEIGHTS
+
+        self.viewer = napari_viewer
+        self.state = state_for(napari_viewer)
+        self.bundle = None
+        self.bundle_path: Path | None = None
+        self._worker = None
+        self._preview_worker = None
+        self._download_worker = None
+        self._stop_requested = False
+        self._preview_slice = None  # (layer, z, 2D array) waiting for the training thread
+        self._training_layer = None
+
+        self.image = ComboBox(label="Image", choices=self._image_choices,
+                              tooltip="The EM image or volume (8-bit) to learn from.")
+        self.labels_layer = ComboBox(label="Labels", choices=self._labels_choices,
+                               tooltip="Painted labels of the same shape: 0 = not annotated, "
+                                       "1, 2, ... = classes.")
+        self.rois = ComboBox(label="ROIs", choices=self._shapes_choices,
+                             tooltip="Optional Shapes layer of rectangles: with 'painted slices are "
+                                     "complete', unpainted pixels inside them are background.")
+        self.class_names = LineEdit(label="Class names", value="",
+                                    tooltip="Names of the label values 1, 2, ... in order, comma "
+                                            "separated (e.g. 'background, mito'). Empty: 'class 1', ...")
+        self.background = ComboBox(label="Background", choices=BACKGROUND_CHOICES, value="auto",
+                                   tooltip="Which painted value is background. auto: the class named "
+                                           "'background'; else the unpainted pixels when slices are "
+                                           "complete; else value 1.")
+        self.complete = CheckBox(label="Painted slices are complete", value=False,
+                                 tooltip="In every slice holding paint (or inside every ROI), "
+                                         "unpainted pixels are background.")
+        self.weights = ComboBox(label="Weights", choices=["none", *KNOWN_WEIGHTS, WEIGHT_FILE],
+                                value="none",
+                                tooltip="Pre-trained encoder: CEM500K MoCoV2, CEM1.5M SwAV (downloaded "
+                                        "once), a local checkpoint, or none (random init).")
+        self.weights_file = FileEdit(label="Weights file", mode="r", visible=False)
+        self.download_button = PushButton(text="Download weights", visible=False)
+        self.iterations = SpinBox(label="Iterations", value=500, min=1, max=100_000, step=50)
+        self.crop = SpinBox(label="Crop size", value=512, min=64, max=2048, step=32,
+                            tooltip="Square training crops (multiple of 32); 224-256 for small images.")
+        self.batch = SpinBox(label="Batch size", value=16, min=1, max=256,
+                             tooltip="Halved automatically if the GPU runs out of memory.")
+        self.device = ComboBox(label="Device", choices=list(DEVICE_CHOICES), value="auto")
+        self.device_info = Label(value="")
+        self.freeze = ComboBox(label="Freeze", choices=list(FREEZE_CHOICES), value="auto",
+                               tooltip="auto: frozen encoder with pre-trained weights, everything "
+                                       "trains without. layer4: the last encoder block trains too.")
+        self.save_to = FileEdit(label="Save model to", mode="w", filter="*.pt",
+                                tooltip="Model bundle file; empty: ~/napari-cem-models/<image>-<time>.pt")
+        self.start_button = PushButton(text="Start training")
+        self.progress = ProgressRow()
+        self.progress.cancel_button.text = "Stop"
+        self.preview_button = PushButton(text="Preview current slice", enabled=False)
+        self.result = Label(value="No model trained yet.")
+        super().__init__(widgets=[
+            self.image, self.labels_layer, self.rois, self.class_names, self.background, self.complete,
+            self.weights, self.weights_file, self.download_button, self.iterations, self.crop,
+            self.batch, self.device, self.device_info, self.freeze, self.save_to, self.start_button,
+            self.progress, self.preview_button, self.result,
+        ])
+        self.curve = LossCurve()
+        self.native.layout().addWidget(self.curve)
+
+        self.start_button.changed.connect(lambda: self.start())
+        self.progress.cancel_button.changed.connect(self.stop)
+        self.preview_button.changed.connect(lambda: self.preview())
+        self.download_button.changed.connect(lambda: self.download())
+        self.weights.changed.connect(self._on_weights)
+        self.device.changed.connect(self._show_device)
+        self.viewer.layers.events.inserted.connect(self._refresh_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_choices)
+        self._show_device()
+        self._on_weights()
+
+    # -- choices ----------------------------------------------------------------------------
+    def _layers_of(self, kind):
+        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, kind)]
+
+    def _image_choices(self, _widget=None):
+        from napari.layers import Image
+
+        return [(n, layer) for n, layer in self._layers_of(Image) if not layer.rgb and layer.ndim in (2, 3)]
+
+    def _labels_choices(self, _widget=None):
+        from napari.layers import Labels
+
+        return self._layers_of(Labels)
+
+    def _shapes_choices(self, _widget=None):
+        from napari.layers import Shapes
+
+        return [("none", None), *self._layers_of(Shapes)]
+
+    def _refresh_choices(self, _event=None) -> None:
+        self.image.reset_choices()
+        self.labels_layer.reset_choices()
+        self.rois.reset_choices()
+
+    def _show_device(self, _value=None) -> None:
+        try:
+            from ..device import describe_device, select_device
+
+            self.device_info.value = str(describe_device(select_device(self.device.value)))
+        except Exception as exc:  # a device that is absent: say so, training will refuse it
+            self.device_info.value = f"unavailable: {exc}"
+
+    def _on_weights(self, _value=None) -> None:
+        from ..weights import KNOWN_WEIGHTS, is_cached
+
+        choice = self.weights.value
+        self.weights_file.visible = choice == WEIGHT_FILE
+        needs = choice in KNOWN_WEIGHTS and not is_cached(choice)
+        self.download_button.visible = needs
+        if choice in KNOWN_WEIGHTS:
+            self.download_button.text = f"Download {choice}"
+
+    def _weights_spec(self):
+        choice = self.weights.value
+        if choice == WEIGHT_FILE:
+            path = Path(str(self.weights_file.value))
+            if not str(self.weights_file.value) or not path.is_file():
+                raise ValueError("Pick the weights file (a checkpoint .pth / .pth.tar), or choose 'none'.")
+            return str(path)
+        return choice
+
+    # -- download ---------------------------------------------------------------------------
+    def download(self):
+        from napari.qt.threading import create_worker
+
+        from ..weights import KNOWN_WEIGHTS, fetch_weights
+
+        name = self.weights.value
+        if name not in KNOWN_WEIGHTS:
+            return None
+
+        def job():
+            last = [0]
+
+            def progress(done, total):
+                last[0] = done
+
+            return fetch_weights(name, progress=progress)
+
+        self.download_button.enabled = False
+        self.progress.start(1, f"Downloading {name} (about 100-300 MB) ...")
+        self.progress.cancel_button.enabled = False
+        self._download_worker = create_worker(
+            job, _connect={"returned": lambda p: self.progress.finish(f"{name} saved to {p}."),
+                           "errored": self._on_error, "finished": self._on_download_finished})
+        return self._download_worker
+
+    def _on_download_finished(self) -> None:
+        self._download_worker = None
+        self.download_button.enabled = True
+        self._on_weights()
+
+    # -- training ---------------------------------------------------------------------------
+    def _read_inputs(self):
+        image_layer, labels_layer = self.image.value, self.labels_layer.value
+        if image_layer is None:
+            raise ValueError("Open an EM image first (File > Open, or the Load EM volume widget).")
+        if labels_layer is None:
+            raise ValueError("Add a Labels layer and paint a few regions of each class "
+                             "(0 = not annotated).")
+        image = np.asarray(image_layer.data[0] if image_layer.multiscale else image_layer.data)
+        if image.dtype != np.uint8:
+            from ..io import standardize
+
+            image, _info = standardize(image, rgb=False)
+            image = np.asarray(image)
+        labels = np.asarray(labels_layer.data[0] if labels_layer.multiscale else labels_layer.data)
+        if labels.shape != image.shape:
+            raise ValueError(f"The labels layer {labels_layer.name!r} (shape {labels.shape}) and the "
+                             f"image {image_layer.name!r} (shape {image.shape}) must have the same shape.")
+        rois = self._rois(image.ndim)
+        return image_layer, labels_layer, image, labels.copy(), rois
+
+    def _rois(self, ndim: int):
+        layer = self.rois.value
+        if layer is None:
+            return None
+        rois = []
+        for data, kind in zip(layer.data, layer.shape_type):
+            if kind != "rectangle":
+                continue
+            data = np.asarray(data)
+            y0, x0 = data[:, -2:].min(0)
+            y1, x1 = data[:, -2:].max(0)
+            if ndim == 3:
+                rois.append((int(round(data[0, -3])), int(y0), int(x0), int(np.ceil(y1)), int(np.ceil(x1))))
+            else:
+                rois.append((int(y0), int(x0), int(np.ceil(y1)), int(np.ceil(x1))))
+        return rois or None
+
+    def _voxel_size(self, layer):
+        meta = layer.metadata.get("napari_cem", {}) if isinstance(layer.metadata, dict) else {}
+        if meta.get("voxel_size"):
+            return tuple(float(v) for v in meta["voxel_size"])
+        units = getattr(layer, "units", None)
+        if units is not None and any(str(u) != "pixel" for u in units):
+            return tuple(float(s) for s in layer.scale)
+        return None
+
+    def _output_path(self, image_layer) -> Path:
+        value = str(self.save_to.value) if self.save_to.value is not None else ""
+        if value and value != "." and not Path(value).is_dir():
+            path = Path(value)
+            return path if path.suffix else path.with_suffix(".pt")
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = Path(value) if value and Path(value).is_dir() else Path.home() / "napari-cem-models"
+        safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in image_layer.name)
+        return folder / f"{safe}-{stamp}.pt"
+
+    def start(self):
+        """Start training in a thread worker; returns the worker (None on bad input)."""
+        from napari.qt.threading import create_worker
+
+        if self._worker is not None:
+            return None
+        try:
+            image_layer, labels_layer, image, labels, rois = self._read_inputs()
+            weights = self._weights_spec()
+            names = [n.strip() for n in self.class_names.value.split(",") if n.strip()] or None
+            bg = self.background.value
+            background = None if bg == "auto" else (0 if bg.startswith("unpainted") else int(bg))
+            from ..device import select_device
+
+            select_device(self.device.value)
+        except ValueError as exc:
+            notify_error(str(exc))
+            return None
+        out = self._output_path(image_layer)
+        _import_torch_stack()
+        options = dict(
+            classes=names, background_label=background, complete_slices=bool(self.complete.value),
+            rois=rois, voxel_size=self._voxel_size(image_layer), weights=weights,
+            freeze=self.freeze.value, iterations=int(self.iterations.value),
+            crop_size=int(self.crop.value), batch_size=int(self.batch.value), device=self.device.value,
+            should_stop=lambda: self._stop_requested, preview_request=self._take_preview_request,
+            data_source=f"napari layers: image {image_layer.name!r}, labels {labels_layer.name!r}",
+        )
+        self._stop_requested = False
+        self._training_layer = image_layer
+        self.curve.clear()
+        self._set_running(True)
+        self.progress.start(int(self.iterations.value), "Preparing the data and the model ...")
+        self._worker = create_worker(
+            _train_job, image, labels, options, out, _progress=False,
+            _connect={"yielded": self._on_step, "returned": self._on_trained,
+                      "errored": self._on_error, "finished": self._on_finished})
+        return self._worker
+
+    def stop(self) -> None:
+        """Stop after the current iteration; the weights trained so far are saved."""
+        if self._worker is None:
+            return
+        self._stop_requested = True
+        self.progress.status.value = "Stopping after this iteration (the model is kept) ..."
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.enabled = not running
+        self.preview_button.enabled = running or self.bundle is not None
+
+    def _on_step(self, step) -> None:
+        self.curve.add(step.loss, step.train_iou)
+        iou = f", IoU {step.train_iou:.3f}" if step.train_iou is not None else ""
+        self.progress.step(step.iteration, f"Iteration {step.iteration} / {step.total}: loss "
+                                           f"{step.loss:.4f}{iou}, lr {step.lr:.2e}, batch {step.batch_size}")
+        if step.message:
+            notify_info(step.message)
+        if step.preview is not None and self._pending_preview_target is not None:
+            self._show_preview(self._pending_preview_target, step.preview)
+            self._pending_preview_target = None
+
+    def _on_trained(self, payload) -> None:
+        bundle, path = payload
+        self.bundle, self.bundle_path = bundle, path
+        self.state.set_active_model(bundle, path)
+        t = bundle.training
+        verb = "Stopped after" if t.get("stopped_early") else "Trained"
+        self.result.value = (f"{verb} {t['iterations']} iterations in {t['seconds']:.0f} s; classes "
+                             f"{', '.join(bundle.classes)}. Saved to {path.name}; active model.")
+        self.progress.finish(f"Model saved to {path}")
+        notify_info(f"Model saved to {path}; it is now the active model for segmentation.")
+
+    def _on_error(self, exc: Exception) -> None:
+        from .._cancel import Cancelled
+
+        if isinstance(exc, Cancelled):
+            self.progress.finish("Stopped before the first iteration; nothing was saved.")
+            return
+        message = str(exc) if isinstance(exc, (ValueError, OSError, RuntimeError)) else (
+            f"Fine-tuning failed: {type(exc).__name__}: {exc}")
+        self.progress.finish("Failed: " + message)
+        notify_error(message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._preview_slice = None
+        self._set_running(False)
+
+    # -- preview ----------------------------------------------------------------------------
+    _pending_preview_target = None
+
+    def _take_preview_request(self):
+        request, self._preview_slice = self._preview_slice, None
+        return request
+
+    def _current_slice(self, layer):
+        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+        if data.ndim == 2:
+            return None, data
+        offset = self.viewer.dims.ndim - layer.ndim
+        z = int(round(float(layer.world_to_data(self.viewer.dims.point[offset:])[0])))
+        z = min(max(z, 0), data.shape[0] - 1)
+        return z, np.asarray(data[z])
+
+    def preview(self):
+        """Predict the slice on screen with the current weights (during or after training)."""
+        from napari.qt.threading import create_worker
+
+        layer = self._training_layer if self._worker is not None else (self.image.value or self._training_layer)
+        if layer is None:
+            notify_error("Open an EM image first.")
+            return None
+        z, plane = self._current_slice(layer)
+        if plane.dtype != np.uint8:
+            notify_error("The preview needs an 8-bit image; load it with the Load EM volume widget.")
+            return None
+        if self._worker is not None:  # the training thread predicts it between two iterations
+            self._pending_preview_target = (layer, z)
+            self._preview_slice = plane
+            self.progress.status.value = "Preview requested; it appears after this iteration."
+            return None
+        if self.bundle is None:
+            notify_error("Train a model first.")
+            return None
+        from ..model import predict_slice
+
+        bundle = self.bundle
+        self._preview_worker = create_worker(
+            predict_slice, bundle, plane,
+            _connect={"returned": lambda labels: self._show_preview((layer, z), labels),
+                      "errored": self._on_error,
+                      "finished": lambda: setattr(self, "_preview_worker", None)})
+        return self._preview_worker
+
+    def _show_preview(self, target, labels2d) -> None:
+        layer, z = target
+        name = f"{layer.name} preview"
+        shape = tuple(layer.data[0].shape if layer.multiscale else layer.data.shape)
+        if name in self.viewer.layers and self.viewer.layers[name].data.shape == shape:
+            out = self.viewer.layers[name]
+        else:
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            out = self.viewer.add_labels(np.zeros(shape, np.uint8), name=name, scale=layer.scale,
+                                         translate=layer.translate, opacity=0.5)
+        if z is None:
+            out.data[...] = labels2d
+        else:
+            out.data[z] = labels2d
+        out.refresh()
+
+
+def _import_torch_stack() -> None:
+    """Import torch and smp on the main thread before any worker uses them.
+
+    smp imports torchvision, whose ops import ``torch._dynamo``, which probes for triton.
+    Importing triton's native library *after* napari has opened its OpenGL canvas
+    segfaults the process where the GL driver is Mesa (llvmpipe: two LLVMs in one process;
+    seen under Xvfb). We do not use torch.compile, so when triton is not loaded yet we mark
+    it unavailable for this napari process (``import triton`` then raises ImportError,
+    which torch handles) instead of risking the crash.
+    """
+    import sys
+
+    if "triton" not in sys.modules and "segmentation_models_pytorch" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]
+    import segmentation_models_pytorch  # noqa: F401
+    import torch  # noqa: F401
+
+
+def _train_job(image, labels, options, out_path):
+    """Worker body: train (yielding progress), save the bundle atomically, return it."""
+    from ..model import save_bundle
+    from ..train import finetune
+
+    bundle = yield from finetune(image, labels, **options)
+    save_bundle(bundle, out_path)
+    return bundle, Path(out_path)

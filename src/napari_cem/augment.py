@@ -1,0 +1,133 @@
+"""Batched training augmentations in torch, run on the training device.
+
+The CPU only cuts square windows around the sampled points (uint8, a cheap copy); the
+random resized crop, rotation, flips (one affine ``grid_sample`` per batch), brightness /
+contrast, optional Gaussian noise and blur, and the normalisation happen on the device in
+one go, so two CPU cores do not starve a GPU.
+
+Defaults follow the CEM500K fine-tuning recipe (SPEC "Segmentation model"): rotation up to
+180 degrees, horizontal and vertical flips, brightness and contrast +-30 %, random resized
+crop. The crop's side is drawn from ``scale`` x the crop size of the source (0.7-1.4:
+magnified or shrunk by up to ~40 %, aspect 0.67-1.5) rather than the 0.08-1 *area* of a
+whole image, because here the source is a window around a painted point.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+__all__ = ["Augment", "augment_batch", "window_side"]
+
+IGNORE = 255
+
+
+@dataclass
+class Augment:
+    """Which augmentations to use and how strong."""
+
+    rotate: bool = True  # uniform angle in [-180, 180) degrees
+    flips: bool = True  # horizontal and vertical, p 0.5 each
+    scale: tuple[float, float] = (0.7, 1.4)  # side of the source window / crop side
+    aspect: tuple[float, float] = (0.67, 1.5)
+    brightness: float = 0.3  # x * contrast + brightness, both +-value (albumentations style)
+    contrast: float = 0.3
+    p_intensity: float = 0.75
+    noise: bool = False  # Gaussian noise, variance 1e-5 .. 1e-4 (of the [0, 1] range), p 0.5
+    blur: bool = False  # Gaussian blur, sigma 0.1 .. 2 px, p 0.5
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def window_side(crop: int, aug: Augment) -> int:
+    """Side of the uint8 window to cut so that any augmented crop stays inside it."""
+    factor = max(aug.scale) * math.sqrt(max(aug.aspect))
+    if aug.rotate:
+        factor *= math.sqrt(2.0)
+    return int(math.ceil(crop * max(factor, 1.0))) + 2
+
+
+def augment_batch(images, targets, crop: int, aug: Augment, norms, generator, *,
+                  train: bool = True):
+    """Augment a batch of windows on their device.
+
+    *images*: uint8 tensor (B, W, W); *targets*: uint8 tensor (B, W, W) with 255 =
+    ignored. Returns (float input (B, 1, crop, crop) normalised by *norms*, long target
+    (B, crop, crop), 255 = ignored). *generator* is a CPU ``torch.Generator`` (random
+    parameters are drawn on the CPU, so a run is reproducible on any device).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    device = images.device
+    b, wh, ww = images.shape
+    x = images.to(torch.float32).unsqueeze(1) / 255.0
+    y = targets.to(torch.float32).unsqueeze(1)
+
+    def uniform(lo, hi, n=b):
+        return torch.rand(n, generator=generator) * (hi - lo) + lo
+
+    if train:
+        side = uniform(*aug.scale)
+        log_a = uniform(math.log(aug.aspect[0]), math.log(aug.aspect[1]))
+        sx = side * torch.exp(log_a / 2)
+        sy = side / torch.exp(log_a / 2)
+        angle = uniform(-math.pi, math.pi) if aug.rotate else torch.zeros(b)
+        if aug.flips:
+            sx = sx * torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+            sy = sy * torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    else:
+        sx = sy = torch.ones(b)
+        angle = torch.zeros(b)
+    # affine_grid works in normalised coordinates of the input window ([-1, 1]):
+    # the crop spans crop/W of it, times the scale, rotated.
+    fx, fy = crop / ww, crop / wh
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = cos * sx * fx
+    theta[:, 0, 1] = -sin * sy * fx
+    theta[:, 1, 0] = sin * sx * fy
+    theta[:, 1, 1] = cos * sy * fy
+    grid = F.affine_grid(theta.to(device), (b, 1, crop, crop), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    y = F.grid_sample(y, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    # outside the window (never with the default window side) counts as not annotated
+    inside = F.grid_sample(torch.ones_like(y[:, :, :1, :1]).expand(b, 1, wh, ww), grid, mode="nearest",
+                           padding_mode="zeros", align_corners=False)
+    y = torch.where(inside > 0.5, y, torch.full_like(y, IGNORE))
+
+    if train:
+        apply = (torch.rand(b, generator=generator) < aug.p_intensity).float()
+        contrast = 1 + uniform(-aug.contrast, aug.contrast) * apply
+        bright = uniform(-aug.brightness, aug.brightness) * apply
+        x = x * contrast.to(device).view(b, 1, 1, 1) + bright.to(device).view(b, 1, 1, 1)
+        if aug.blur:
+            x = _gaussian_blur(x, uniform(0.1, 2.0), torch.rand(b, generator=generator) < 0.5)
+        if aug.noise:
+            var = uniform(1e-5, 1e-4) * (torch.rand(b, generator=generator) < 0.5).float()
+            noise = torch.randn(x.shape, generator=generator).to(device)
+            x = x + noise * var.sqrt().to(device).view(b, 1, 1, 1)
+        x = x.clamp_(0.0, 1.0)
+    x = (x - float(norms[0])) / float(norms[1])
+    return x, y.squeeze(1).round_().long()
+
+
+def _gaussian_blur(x, sigma, apply):
+    """Per-sample Gaussian blur (separable, one grouped convolution per axis)."""
+    import torch
+    import torch.nn.functional as F
+
+    b = x.shape[0]
+    radius = 6
+    r = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
+    k = k / k.sum(1, keepdim=True)
+    identity = torch.zeros_like(k)
+    identity[:, radius] = 1
+    k = torch.where(apply[:, None], k, identity).to(x.device)
+    xs = x.transpose(0, 1)  # (1, B, H, W): one group per sample
+    xs = F.pad(xs, (radius, radius, radius, radius), mode="reflect")
+    xs = F.conv2d(xs, k.view(b, 1, 1, -1), groups=b)
+    xs = F.conv2d(xs, k.view(b, 1, -1, 1), groups=b)
+    return xs.transpose(0, 1)

@@ -1,0 +1,211 @@
+"""The segmentation model: an smp U-Net with a ResNet50 encoder, and its one-file bundle.
+
+A *model bundle* is one file (``torch.save`` of plain data: tensors, numbers, strings,
+lists, dicts) holding the weights, the architecture, the class names, the normalisation,
+the crop size, the encoder's origin and the training record. It loads with
+``torch.load(weights_only=True)`` and nothing else.
+
+Output convention: ``classes[0]`` is the background, label value ``i`` means
+``classes[i]``. With two classes the network has one output (a logit; sigmoid gives the
+probability of ``classes[1]``), with more it has one output per class (softmax).
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["BUNDLE_FORMAT", "ModelBundle", "build_unet", "forward_logits", "load_bundle",
+           "predict_slice", "save_bundle"]
+
+BUNDLE_FORMAT = "napari-cem-model"
+BUNDLE_VERSION = 1
+ARCHITECTURE = {"name": "Unet", "encoder": "resnet50", "in_channels": 1, "library": "segmentation_models_pytorch"}
+
+
+def build_unet(n_outputs: int):
+    """``smp.Unet('resnet50', in_channels=1, encoder_weights=None, classes=n_outputs)``."""
+    import segmentation_models_pytorch as smp
+
+    if int(n_outputs) < 1:
+        raise ValueError(f"A U-Net needs at least one output, got {n_outputs}.")
+    return smp.Unet("resnet50", in_channels=1, encoder_weights=None, classes=int(n_outputs))
+
+
+def n_outputs_for(n_classes: int) -> int:
+    if n_classes < 2:
+        raise ValueError("A segmentation model needs at least two classes (background and one structure).")
+    return 1 if n_classes == 2 else n_classes
+
+
+@dataclass
+class ModelBundle:
+    """A trained model with everything needed to use it (see the module docstring)."""
+
+    model: Any  # torch.nn.Module returning logits
+    classes: list[str]
+    norms: tuple[float, float]
+    crop_size: int = 512
+    encoder: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.classes = [str(c) for c in self.classes]
+        if len(self.classes) < 2:
+            raise ValueError("A model bundle needs at least two classes (classes[0] is the background).")
+        self.norms = (float(self.norms[0]), float(self.norms[1]))
+        if not self.norms[1] > 0:
+            raise ValueError(f"The normalisation std must be positive, got {self.norms[1]}.")
+        self.crop_size = int(self.crop_size)
+
+    @property
+    def n_outputs(self) -> int:
+        return n_outputs_for(len(self.classes))
+
+    def describe(self) -> str:
+        it = self.training.get("iterations")
+        enc = self.encoder.get("name", "none")
+        return (f"U-Net ResNet50, classes {', '.join(self.classes)}; encoder {enc}"
+                + (f"; {it} iterations" if it is not None else ""))
+
+
+def _plain(value):
+    """Turn tuples, numpy scalars and Paths into types weights_only loading accepts."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if type(value).__module__.startswith("torch"):
+        return value
+    return str(value)
+
+
+def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> Path:
+    """Write *bundle* to one file, atomically (the old file stays intact on failure)."""
+    import torch
+
+    from ._atomic import atomic_path
+
+    path = Path(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in bundle.model.state_dict().items()}
+    payload = {
+        "format": BUNDLE_FORMAT,
+        "version": BUNDLE_VERSION,
+        "architecture": {**ARCHITECTURE, "classes": bundle.n_outputs},
+        "state_dict": state,
+        "classes": list(bundle.classes),
+        "norms": [float(bundle.norms[0]), float(bundle.norms[1])],
+        "crop_size": int(bundle.crop_size),
+        "encoder": _plain(bundle.encoder),
+        "training": _plain(bundle.training),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load_bundle(path: str | os.PathLike, device="cpu") -> ModelBundle:
+    """Read a bundle written by ``save_bundle``; the model is in eval mode on *device*."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Model file not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path.name} is not a napari-cem model file (cannot be read: "
+                         f"{type(exc).__name__}).") from None
+    if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{path.name} is not a napari-cem model file (a fine-tuned model bundle "
+                         "is expected; encoder checkpoints go in the Weights option).")
+    if int(payload.get("version", 0)) > BUNDLE_VERSION:
+        raise ValueError(f"{path.name} was written by a newer napari-cem (bundle version "
+                         f"{payload['version']}); update napari-cem to read it.")
+    arch = payload.get("architecture", {})
+    if arch.get("name") != "Unet" or arch.get("encoder") != "resnet50" or arch.get("in_channels") != 1:
+        raise ValueError(f"{path.name} holds an architecture napari-cem cannot build: {arch}.")
+    classes = list(payload["classes"])
+    n_out = n_outputs_for(len(classes))
+    if int(arch.get("classes", n_out)) != n_out:
+        raise ValueError(f"{path.name} is inconsistent: {len(classes)} classes but {arch.get('classes')} outputs.")
+    model = build_unet(n_out)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path.name}: the weights do not fit the U-Net ({str(exc).splitlines()[0]}).") from None
+    model.eval().to(device)
+    return ModelBundle(model=model, classes=classes, norms=tuple(payload["norms"]),
+                       crop_size=int(payload.get("crop_size", 512)),
+                       encoder=dict(payload.get("encoder", {})), training=dict(payload.get("training", {})))
+
+
+# -- forward helpers ---------------------------------------------------------------------------
+def _decoder_takes_list(decoder) -> bool:
+    params = inspect.signature(decoder.forward).parameters.values()
+    return not any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
+
+
+def forward_logits(model, x, *, encoder_grad: bool = True):
+    """The U-Net's forward, with the encoder optionally run without autograd (frozen encoder)."""
+    import torch
+
+    if encoder_grad:
+        features = model.encoder(x)
+    else:
+        with torch.no_grad():
+            features = model.encoder(x)
+    decoded = model.decoder(features) if _decoder_takes_list(model.decoder) else model.decoder(*features)
+    return model.segmentation_head(decoded)
+
+
+def predict_slice(bundle, image2d: np.ndarray, device=None, *, amp: bool | None = None) -> np.ndarray:
+    """Labels (uint8, 0 = background) of one 2D uint8 image, whole-slice (padded to x32).
+
+    A small helper for previews and benchmarks; the Segment tools do whole volumes.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from .device import describe_device
+
+    model = bundle.model
+    if device is None:
+        device = next(model.parameters()).device
+    device = torch.device(device)
+    img = np.asarray(image2d)
+    if img.ndim != 2:
+        raise ValueError(f"predict_slice needs a 2D image, got shape {img.shape}.")
+    h, w = img.shape
+    ph, pw = (-h) % 32, (-w) % 32
+    x = torch.from_numpy(np.ascontiguousarray(img)).to(device=device, dtype=torch.float32)[None, None]
+    x = (x / 255.0 - bundle.norms[0]) / bundle.norms[1]
+    if ph or pw:
+        x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
+    if amp is None:
+        amp = device.type == "cuda" or (device.type == "cpu" and describe_device(device).bf16)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(amp)):
+            logits = model(x.contiguous(memory_format=torch.channels_last)).float()[..., :h, :w]
+    finally:
+        model.train(was_training)
+    if logits.shape[1] == 1:
+        out = (logits[0, 0] > 0).to(torch.uint8)
+    else:
+        out = logits[0].argmax(0).to(torch.uint8)
+    return out.cpu().numpy()

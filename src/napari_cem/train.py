@@ -1,0 +1,577 @@
+"""Fine-tune a U-Net (ResNet50 encoder, pre-trained and frozen when weights are given) on
+painted labels.
+
+Label convention (what the user paints, in a Labels layer of the image's shape):
+
+* 0 = not annotated: ignored by the loss;
+* 1..K = painted values; *class_names* (optional) names them (``class_names[i-1]`` is the
+  name of value ``i``); a painted value above ``len(class_names)`` is an error.
+* The **background** is, in this order: the value given as *background_label*; else the
+  value whose name is "background"; else, with *complete_slices*, the unpainted pixels
+  (every painted value is then a structure); else value 1.
+* *complete_slices*: in every slice that holds paint (or inside every ROI rectangle given
+  in *rois*), unpainted pixels (0) are background.
+
+The bundle's ``classes`` follow the output convention of ``napari_cem.model``:
+``classes[0]`` is the background and the other painted values follow in ascending order,
+so predictions come out as napari labels with 0 = background.
+
+``finetune(...)`` is a generator: it yields ``TrainProgress`` after every iteration and
+returns the ``ModelBundle`` (``run_finetune`` drives it for you). A stop request
+(*should_stop*) ends training early and still returns the model trained so far; a stop
+before the first iteration raises ``napari_cem._cancel.Cancelled``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ._cancel import Cancelled
+from .augment import IGNORE, Augment, augment_batch, window_side
+
+__all__ = ["FREEZE_CHOICES", "TrainProgress", "TrainingData", "class_weights", "finetune",
+           "masked_loss", "prepare_training_data", "run_finetune"]
+
+FREEZE_CHOICES = ("auto", "encoder", "layer4", "none")
+
+
+@dataclass
+class TrainProgress:
+    """One step of training, as shown by the widget and the CLI."""
+
+    iteration: int  # iterations done so far
+    total: int
+    loss: float
+    lr: float
+    train_iou: float | None
+    batch_size: int
+    seconds: float  # since the start of training
+    message: str = ""  # notices such as "GPU out of memory: batch halved to 8"
+    preview: np.ndarray | None = field(default=None, repr=False)
+    evaluation: object = None  # what *evaluate(bundle)* returned at this iteration, if asked
+
+
+@dataclass
+class TrainingData:
+    """Image and target views ready for crop sampling."""
+
+    views: list  # [(image (n, H, W) uint8, target (n, H, W) uint8, plane name)]
+    classes: list[str]  # output classes, [0] = background
+    value_map: dict[int, int]  # painted value -> output class (0 -> 0 in complete slices)
+    fractions: list[float]  # share of each output class among annotated pixels
+    n_annotated: int
+    warnings: list[str]
+    slice_weights: list  # per view: annotated pixels per slice (float64)
+
+
+# -- labels -> targets -----------------------------------------------------------------------
+def _is_isotropic(voxel_size, tolerance: float = 0.2) -> bool:
+    if voxel_size is None or len(voxel_size) != 3:
+        return False
+    z, y, x = (float(v) for v in voxel_size)
+    xy = (y + x) / 2
+    return xy > 0 and abs(z - xy) <= tolerance * xy
+
+
+def prepare_training_data(image, labels, *, class_names: Sequence[str] | None = None,
+                          background_label: int | None = None, complete_slices: bool = False,
+                          rois: Sequence[Sequence[int]] | None = None, planes: str = "auto",
+                          voxel_size=None) -> TrainingData:
+    """Check the user's image and labels and turn the labels into training targets.
+
+    Raises ValueError with a plain message for: shapes that differ, no paint, a label value
+    above the class count, a single class only.
+    """
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"The image must be 2D or 3D (a stack of slices), got shape {image.shape}.")
+    if image.dtype != np.uint8:
+        raise ValueError(f"The image must be 8-bit (uint8), got {image.dtype}; load it with "
+                         "napari-cem's reader, which standardises it.")
+    if labels.shape != image.shape:
+        raise ValueError(f"The labels (shape {labels.shape}) and the image (shape {image.shape}) "
+                         "must have the same shape.")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"The labels must be integers, got {labels.dtype}.")
+    if labels.min() < 0:
+        raise ValueError("The labels hold negative values; use 0 for 'not annotated' and 1, 2, ... "
+                         "for the classes.")
+    painted = [int(v) for v in np.unique(labels) if v != 0]
+    if not painted and not rois:
+        raise ValueError("Nothing is painted: paint a few regions of each class in the Labels layer "
+                         "(0 = not annotated), including some background.")
+    names = list(class_names) if class_names else None
+    if names is not None:
+        names = [str(n).strip() for n in names]
+        if any(not n for n in names):
+            raise ValueError("Class names must not be empty.")
+        if len(set(n.lower() for n in names)) != len(names):
+            raise ValueError(f"Class names must be distinct, got {', '.join(names)}.")
+        too_high = [v for v in painted if v > len(names)]
+        if too_high:
+            raise ValueError(f"Label value {too_high[0]} is painted but there are only {len(names)} "
+                             f"classes ({', '.join(names)}); add a class name or repaint.")
+
+    def name_of(value: int) -> str:
+        if names is not None and 1 <= value <= len(names):
+            return names[value - 1]
+        return "background" if value == 0 else f"class {value}"
+
+    # which painted value is background
+    if background_label is not None:
+        bg = int(background_label)
+        if bg < 0 or (names is not None and bg > len(names)):
+            raise ValueError(f"Background label {bg} is not one of the classes.")
+        if bg == 0 and not complete_slices:
+            raise ValueError("Background label 0 (unpainted) needs 'painted slices are complete'.")
+    elif names is not None and any(n.lower() == "background" for n in names):
+        bg = [n.lower() for n in names].index("background") + 1
+    elif complete_slices:
+        bg = 0
+    else:
+        bg = 1
+    warnings: list[str] = []
+    fg_values = [v for v in painted if v != bg]
+    if names is not None:
+        unpainted = [names[v - 1] for v in range(1, len(names) + 1) if v != bg and v not in painted]
+        if unpainted:
+            warnings.append(f"no paint for {', '.join(unpainted)}: the model will not learn "
+                            f"{'it' if len(unpainted) == 1 else 'them'}.")
+    if not fg_values:
+        raise ValueError(f"Only one class is painted ({name_of(bg) if bg in painted else name_of(painted[0])}): "
+                         "paint at least one structure and the background.")
+    if len(fg_values) + 1 > IGNORE:
+        raise ValueError(f"Too many classes ({len(fg_values) + 1}); at most {IGNORE - 1} are supported.")
+    bg_name = name_of(bg) if (bg != 0 and names is not None) else "background"
+    classes = [bg_name] + [name_of(v) for v in fg_values]
+    if len(set(c.lower() for c in classes)) != len(classes):
+        raise ValueError(f"Class names must be distinct, got {', '.join(classes)}.")
+    value_map = {v: i + 1 for i, v in enumerate(fg_values)}
+    if bg != 0:
+        value_map[bg] = 0
+    if int(labels.max()) <= 65535:
+        lut = np.full(int(labels.max()) + 1, IGNORE, np.uint8)
+        for v, c in value_map.items():
+            lut[v] = c
+        target = lut[labels]
+    else:
+        target = np.full(labels.shape, IGNORE, np.uint8)
+        for v, c in value_map.items():
+            target[labels == v] = c
+
+    if complete_slices:
+        if rois:
+            for roi in rois:
+                roi = [int(round(float(r))) for r in roi]
+                if image.ndim == 3 and len(roi) == 5:
+                    z, y0, x0, y1, x1 = roi
+                    region = (slice(z, z + 1), slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+                elif len(roi) == 4:
+                    y0, x0, y1, x1 = roi
+                    region = (..., slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+                else:
+                    raise ValueError(f"An ROI must be (z, y0, x0, y1, x1) for a volume or (y0, x0, y1, x1), got {roi}.")
+                sub = target[region]
+                sub[labels[region] == 0] = 0
+        else:
+            if image.ndim == 2:
+                target[labels == 0] = 0
+            else:
+                for z in range(labels.shape[0]):
+                    if labels[z].any():
+                        sl = target[z]
+                        sl[labels[z] == 0] = 0
+    elif bg not in painted:
+        raise ValueError(f"No background is painted (value {bg}, '{bg_name}'): paint some background, "
+                         "or use 'painted slices are complete' when every painted slice is fully labelled.")
+
+    annotated = target != IGNORE
+    n_annotated = int(annotated.sum())
+    counts = np.bincount(target[annotated].ravel(), minlength=len(classes))[: len(classes)]
+    present = counts > 0
+    if present.sum() < 2:
+        raise ValueError("The annotated pixels hold only one class: paint at least one structure "
+                         "and the background.")
+    fractions = (counts / max(n_annotated, 1)).tolist()
+
+    if planes == "auto":
+        planes = "all" if image.ndim == 3 and _is_isotropic(voxel_size) else "xy"
+    if planes not in ("xy", "all"):
+        raise ValueError(f"planes must be 'auto', 'xy' or 'all', got {planes!r}.")
+    img3 = image[None] if image.ndim == 2 else image
+    tgt3 = target[None] if image.ndim == 2 else target
+    views = [(img3, tgt3, "xy")]
+    if planes == "all" and image.ndim == 3:
+        views += [(img3.transpose(1, 0, 2), tgt3.transpose(1, 0, 2), "xz"),
+                  (img3.transpose(2, 0, 1), tgt3.transpose(2, 0, 1), "yz")]
+    slice_weights = []
+    ann3 = annotated[None] if image.ndim == 2 else annotated
+    for _, _, plane in views:
+        axes = {"xy": (1, 2), "xz": (0, 2), "yz": (0, 1)}[plane]
+        slice_weights.append(ann3.sum(axis=axes).astype(np.float64))
+    return TrainingData(views=views, classes=classes, value_map=value_map, fractions=fractions,
+                        n_annotated=n_annotated, warnings=warnings, slice_weights=slice_weights)
+
+
+def class_weights(fractions: Sequence[float]) -> list[float]:
+    """SPEC: 0.1 for the background, 3 for classes under 10 % of the annotated pixels, else 1."""
+    return [0.1 if i == 0 else (3.0 if f < 0.10 else 1.0) for i, f in enumerate(fractions)]
+
+
+# -- sampling ----------------------------------------------------------------------------------
+class _CropSampler:
+    """Cuts uint8 windows around annotated points (and a share of random points)."""
+
+    def __init__(self, data: TrainingData, window: int, random_fraction: float, rng: np.random.Generator):
+        self.data = data
+        self.window = window
+        self.random_fraction = float(random_fraction)
+        self.rng = rng
+        totals = np.array([w.sum() for w in data.slice_weights])
+        self.view_p = totals / totals.sum()
+        self.slice_p = [w / w.sum() if w.sum() > 0 else None for w in data.slice_weights]
+
+    def _point(self, view: int) -> tuple[int, int, int]:
+        img, tgt, _ = self.data.views[view]
+        n, h, w = tgt.shape
+        k = int(self.rng.choice(n, p=self.slice_p[view]))
+        if self.rng.random() < self.random_fraction:
+            return k, int(self.rng.integers(h)), int(self.rng.integers(w))
+        plane = tgt[k]
+        for _ in range(32):
+            y, x = int(self.rng.integers(h)), int(self.rng.integers(w))
+            if plane[y, x] != IGNORE:
+                return k, y, x
+        flat = np.flatnonzero(plane != IGNORE)
+        idx = int(flat[self.rng.integers(len(flat))])
+        return k, idx // w, idx % w
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
+        win = self.window
+        images = np.empty((size, win, win), np.uint8)
+        targets = np.empty((size, win, win), np.uint8)
+        views = self.rng.choice(len(self.data.views), size=size, p=self.view_p)
+        for i, view in enumerate(views):
+            k, y, x = self._point(int(view))
+            img, tgt, _ = self.data.views[int(view)]
+            images[i], targets[i] = _cut(img[k], tgt[k], y, x, win)
+        return images, targets
+
+
+def _cut(img2d, tgt2d, cy: int, cx: int, win: int):
+    h, w = img2d.shape
+    y0, x0 = cy - win // 2, cx - win // 2
+    y1, x1 = y0 + win, x0 + win
+    sy0, sx0, sy1, sx1 = max(y0, 0), max(x0, 0), min(y1, h), min(x1, w)
+    im = img2d[sy0:sy1, sx0:sx1]
+    tg = tgt2d[sy0:sy1, sx0:sx1]
+    pads = ((sy0 - y0, y1 - sy1), (sx0 - x0, x1 - sx1))
+    if any(p for pair in pads for p in pair):
+        mode = "reflect" if all(p < s for (a, b), s in zip(pads, im.shape) for p in (a, b)) else "edge"
+        im = np.pad(im, pads, mode=mode)
+        tg = np.pad(tg, pads, mode="constant", constant_values=IGNORE)
+    return im, tg
+
+
+# -- loss and metric -----------------------------------------------------------------------------
+def masked_loss(logits, target, weights=None):
+    """BCE (one output) or weighted cross-entropy (several), over annotated pixels only.
+
+    *target*: long (B, H, W) with 255 = not annotated. Returns a scalar tensor (0 when
+    nothing in the batch is annotated). The weighted mean is PyTorch's (divided by the sum
+    of the weights of the annotated pixels), written without a host-device sync.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    logits = logits.float()
+    valid = (target != IGNORE).float()
+    if logits.shape[1] == 1:
+        per_pixel = F.binary_cross_entropy_with_logits(
+            logits[:, 0], (target == 1).float(), reduction="none")
+        return (per_pixel * valid).sum() / valid.sum().clamp_min(1.0)
+    safe = torch.where(target == IGNORE, torch.zeros_like(target), target)
+    per_pixel = F.cross_entropy(logits, safe, reduction="none")
+    w = valid
+    if weights is not None:
+        w = torch.as_tensor(weights, dtype=torch.float32, device=logits.device)[safe] * valid
+    return (per_pixel * w).sum() / w.sum().clamp_min(1e-8)
+
+
+def iou_counts(logits, target):
+    """(intersection, union) per structure class over the annotated pixels, as one tensor
+    of shape (2, n_classes - 1) on the device (no sync)."""
+    import torch
+
+    with torch.no_grad():
+        valid = target != IGNORE
+        if logits.shape[1] == 1:
+            pred = (logits[:, 0] > 0).long()
+            n_classes = 2
+        else:
+            pred = logits.argmax(1)
+            n_classes = logits.shape[1]
+        rows = []
+        for c in range(1, n_classes):
+            p = (pred == c) & valid
+            t = (target == c) & valid
+            rows.append(torch.stack([(p & t).sum(), (p | t).sum()]))
+        return torch.stack(rows, 1).float()
+
+
+def _mean_iou(counts) -> float | None:
+    inter, union = np.asarray(counts, dtype=np.float64)
+    ok = union > 0
+    return float(np.mean(inter[ok] / union[ok])) if ok.any() else None
+
+
+def batch_iou(logits, target) -> float | None:
+    """Mean IoU of the structure classes over the annotated pixels of a batch."""
+    return _mean_iou(iou_counts(logits, target).cpu().numpy())
+
+
+# -- training ------------------------------------------------------------------------------------
+def _set_modes(model, freeze: str) -> None:
+    model.train()
+    if freeze == "encoder":
+        model.encoder.eval()
+    elif freeze == "layer4":
+        model.encoder.eval()
+        model.encoder.layer4.train()
+
+
+def _freeze(model, freeze: str) -> None:
+    for p in model.encoder.parameters():
+        p.requires_grad_(freeze == "none")
+    if freeze == "layer4":
+        for p in model.encoder.layer4.parameters():
+            p.requires_grad_(True)
+
+
+def _to_device(array: np.ndarray, device):
+    """uint8 batch -> device tensor (through pinned memory on CUDA, asynchronously)."""
+    import torch
+
+    t = torch.from_numpy(array)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
+def _norms_from_image(image: np.ndarray) -> tuple[float, float]:
+    flat = np.asarray(image).ravel()
+    step = max(1, flat.size // 4_000_000)
+    sample = flat[::step].astype(np.float32) / 255.0
+    return float(sample.mean()), float(max(sample.std(), 1e-3))
+
+
+def finetune(image, labels, *, classes: Sequence[str] | None = None, background_label: int | None = None,
+             complete_slices: bool = False, rois=None, planes: str = "auto", voxel_size=None,
+             weights=None, freeze: str = "auto", iterations: int = 500, crop_size: int = 512,
+             batch_size: int = 16, device="auto", lr: float = 3e-3, weight_decay: float = 0.1,
+             seed: int = 42, random_crop_fraction: float = 0.25, augment: Augment | None = None,
+             amp: str | bool = "auto", channels_last: str | bool = "auto",
+             should_stop: Callable[[], bool] | None = None,
+             preview_request: Callable[[], np.ndarray | None] | None = None,
+             evaluate: Callable | None = None, evaluate_at: Sequence[int] = (),
+             data_source: str = "", download: bool = True) -> Iterator[TrainProgress]:
+    """Fine-tune a U-Net on painted labels; yields ``TrainProgress``, returns a ``ModelBundle``.
+
+    *weights*: None/"none" (random init, everything trains), a released name
+    (``cem500k-mocov2``, ``cem1.5m-swav``; downloaded into the cache when *download*) or a
+    checkpoint path. *freeze*: "auto" (= "encoder" with weights, "none" without),
+    "encoder" (frozen encoder, BatchNorm statistics kept), "layer4" (only layer4 of the
+    encoder trains), "none" (everything trains). AdamW + OneCycle (max *lr*,
+    *weight_decay*). *preview_request()* may return a 2D uint8 slice: its prediction by the
+    current weights comes back in the next ``TrainProgress.preview``. *evaluate(bundle)*
+    is called (model in eval mode) after each iteration listed in *evaluate_at*; its
+    result comes back in ``TrainProgress.evaluation`` (validation curves, benchmarks).
+    """
+    import torch
+
+    from .device import describe_device, select_device
+    from .model import ModelBundle, build_unet, forward_logits, n_outputs_for, predict_slice
+    from .weights import load_encoder_weights
+
+    if freeze not in FREEZE_CHOICES:
+        raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {freeze!r}.")
+    iterations, batch_size, crop_size = int(iterations), int(batch_size), int(crop_size)
+    if iterations < 1:
+        raise ValueError(f"iterations must be at least 1, got {iterations}.")
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}.")
+    if crop_size < 64 or crop_size % 32:
+        raise ValueError(f"The crop size must be a multiple of 32 and at least 64, got {crop_size}.")
+    if not 0 <= random_crop_fraction <= 1:
+        raise ValueError("random_crop_fraction must be between 0 and 1.")
+    aug = augment or Augment()
+    data = prepare_training_data(image, labels, class_names=classes, background_label=background_label,
+                                 complete_slices=complete_slices, rois=rois, planes=planes,
+                                 voxel_size=voxel_size)
+    dev = select_device(str(device))
+    info = describe_device(dev)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    if amp == "auto":
+        use_amp = dev.type == "cuda" or (dev.type == "cpu" and info.bf16)
+    else:
+        use_amp = bool(amp) and dev.type in ("cuda", "cpu")
+    amp_dtype = torch.bfloat16
+    if use_amp and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        amp_dtype = torch.float16
+    use_cl = (dev.type in ("cuda", "cpu")) if channels_last == "auto" else bool(channels_last)
+    memory_format = torch.channels_last if use_cl else torch.contiguous_format
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    n_out = n_outputs_for(len(data.classes))
+    model = build_unet(n_out)
+    encoder_info = load_encoder_weights(model, weights, download=download)
+    if freeze == "auto":
+        freeze = "encoder" if encoder_info["layout"] != "none" else "none"
+    norms = tuple(encoder_info["norms"]) if encoder_info.get("norms") else _norms_from_image(image)
+    encoder_info = {**encoder_info, "frozen": freeze,
+                    "norms_source": "checkpoint" if encoder_info.get("norms") else "training image"}
+    _freeze(model, freeze)
+    model.to(dev, memory_format=memory_format)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=iterations)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    weights_ce = torch.tensor(class_weights(data.fractions), device=dev) if n_out > 1 else None
+
+    crop = crop_size
+    min_side = min(image.shape[-2:])
+    if crop > min_side and min_side >= 64:
+        crop = max(64, (min_side // 32) * 32)
+    sampler = _CropSampler(data, window_side(crop, aug), random_crop_fraction, rng)
+    encoder_grad = freeze != "encoder"
+    losses: list[float] = []
+    ious: list[float | None] = []
+    messages = list(data.warnings)
+    if crop != crop_size:
+        messages.append(f"crop reduced to {crop} to fit the {image.shape[-2]} x {image.shape[-1]} image")
+    start = time.perf_counter()
+    stopped = False
+    done = 0
+    first_message = "; ".join(messages)
+    _set_modes(model, freeze)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-cem-crops")
+    pending = None
+    try:
+        while done < iterations:
+            if should_stop is not None and should_stop():
+                if done == 0:
+                    raise Cancelled()
+                stopped = True
+                break
+            if pending is None or pending[0] != batch_size:
+                pending = (batch_size, pool.submit(sampler.batch, batch_size))
+            imgs, tgts = pending[1].result()
+            pending = (batch_size, pool.submit(sampler.batch, batch_size))  # next batch, while we train
+            try:
+                x_u8 = _to_device(imgs, dev)
+                y_u8 = _to_device(tgts, dev)
+                x, y = augment_batch(x_u8, y_u8, crop, aug, norms, gen)
+                x = x.contiguous(memory_format=memory_format)
+                with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+                    logits = forward_logits(model, x, encoder_grad=encoder_grad)
+                loss = masked_loss(logits, y, weights_ce)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            except torch.cuda.OutOfMemoryError:
+                del imgs, tgts
+                optimizer.zero_grad(set_to_none=True)
+                torch.cuda.empty_cache()
+                if batch_size == 1:
+                    raise RuntimeError("The GPU ran out of memory even with a batch of 1; use a smaller "
+                                       "crop size or the CPU.") from None
+                batch_size = max(1, batch_size // 2)
+                first_message = f"GPU out of memory: batch halved to {batch_size}, retrying"
+                continue
+            scheduler.step()
+            done += 1
+            counts = iou_counts(logits.detach(), y)
+            stats = torch.cat([loss.detach().float().view(1), counts.view(-1)]).cpu().numpy()  # one sync
+            loss_value = float(stats[0])
+            iou = _mean_iou(stats[1:].reshape(2, -1))
+            losses.append(round(loss_value, 6))
+            ious.append(None if iou is None else round(iou, 5))
+            preview = None
+            if preview_request is not None:
+                request = preview_request()
+                if request is not None:
+                    tmp = ModelBundle(model=model, classes=data.classes, norms=norms, crop_size=crop)
+                    preview = predict_slice(tmp, request, dev, amp=use_amp)
+                    _set_modes(model, freeze)
+            evaluation = None
+            if evaluate is not None and done in evaluate_at:
+                model.eval()
+                evaluation = evaluate(ModelBundle(model=model, classes=data.classes, norms=norms, crop_size=crop))
+                _set_modes(model, freeze)
+            yield TrainProgress(iteration=done, total=iterations, loss=loss_value,
+                                lr=float(scheduler.get_last_lr()[0]), train_iou=iou, batch_size=batch_size,
+                                seconds=time.perf_counter() - start, message=first_message, preview=preview,
+                                evaluation=evaluation)
+            first_message = ""
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    seconds = time.perf_counter() - start
+    model.eval()
+    model.to(memory_format=torch.contiguous_format)
+    training = {
+        "iterations": done, "iterations_planned": iterations, "stopped_early": stopped,
+        "loss": losses, "train_iou": ious, "seconds": round(seconds, 2),
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(info), "amp": str(amp_dtype).replace("torch.", "") if use_amp else "off",
+        "channels_last": use_cl, "batch_size": batch_size, "crop_size": crop,
+        "optimizer": {"name": "AdamW", "max_lr": lr, "weight_decay": weight_decay,
+                      "schedule": "OneCycle"},
+        "loss_fn": "BCE" if n_out == 1 else "cross-entropy",
+        "class_weights": class_weights(data.fractions) if n_out > 1 else None,
+        "class_fractions": [round(f, 5) for f in data.fractions],
+        "data_source": data_source, "image_shape": list(np.shape(image)),
+        "n_annotated_pixels": data.n_annotated,
+        "label_values": {str(k): v for k, v in sorted(data.value_map.items())},
+        "complete_slices": bool(complete_slices), "planes": [v[2] for v in data.views],
+        "augment": aug.as_dict(), "random_crop_fraction": random_crop_fraction, "seed": seed,
+    }
+    return ModelBundle(model=model, classes=list(data.classes), norms=norms, crop_size=crop,
+                       encoder=encoder_info, training=training)
+
+
+def run_finetune(image, labels, callback: Callable[[TrainProgress], None] | None = None, **kwargs):
+    """Drive ``finetune`` to the end; *callback(progress)* after every iteration."""
+    gen = finetune(image, labels, **kwargs)
+    while True:
+        try:
+            progress = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if callback is not None:
+            callback(progress)
+
+
+def smooth(values: Sequence[float], alpha: float = 0.1) -> list[float]:
+    """Exponential moving average, for loss curves."""
+    out, acc = [], None
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(acc if acc is not None else float("nan"))
+            continue
+        acc = v if acc is None else (1 - alpha) * acc + alpha * v
+        out.append(acc)
+    return out

@@ -1,0 +1,345 @@
+"""Pre-trained ResNet50 encoder weights for the U-Net: find, download, recognise, load.
+
+Layouts recognised (``detect_layout``):
+
+* ``mocov2`` -- the released CEM500K MoCoV2 checkpoint and our own MoCoV2 checkpoints:
+  ``{'state_dict': {'module.encoder_q.<resnet key>', 'module.encoder_q.fc.{0,2}.*',
+  'module.encoder_k.*', 'module.queue', 'module.queue_ptr'}, 'norms': [mean, std], ...}``
+  with a 1-channel ``conv1`` ([64, 1, 7, 7]). ``encoder_q`` minus ``fc`` is kept.
+* ``swav`` -- the CEM1.5M SwAV checkpoint: ``module.<resnet key>``,
+  ``module.projection_head.*``, ``module.prototypes.weight``.
+* ``torchvision`` -- a plain torchvision ResNet50 state dict (``conv1.weight``,
+  ``layer1.0...``, ``fc.*``); a 3-channel ``conv1`` is summed to 1 channel.
+* ``smp`` -- an smp U-Net or encoder state dict (``encoder.<resnet key>``).
+
+Every layout is mapped to smp's ``encoder.<resnet key>`` names and loaded only when *all*
+encoder tensors match by name and shape: a load that matched nothing or only part of the
+encoder (the classic ``strict=False`` bug) raises ``ValueError`` instead.
+
+Files are read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+torch and pooch are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "KNOWN_WEIGHTS", "WEIGHT_CHOICES", "WeightsSource", "detect_layout", "encoder_state",
+    "fetch_weights", "load_encoder_weights", "read_checkpoint", "resolve_weights",
+]
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """A released checkpoint that can be downloaded by name."""
+
+    name: str
+    url: str
+    fname: str
+    layout: str
+    description: str
+    known_hash: str | None = None  # "sha256:..." when known; None: size/format check only
+    min_bytes: int = 50_000_000  # a ResNet50 checkpoint is ~100-300 MB; smaller is a broken file
+
+
+ZENODO = "https://zenodo.org/records/{record}/files/{fname}?download=1"
+
+#: The released weights (Conrad & Narayan 2021). Their SHA-256 could not be read offline
+#: when this was written, so ``known_hash`` is None: a download is checked for size and
+#: format (it must load as a ResNet50 checkpoint of the expected layout) instead.
+KNOWN_WEIGHTS: dict[str, WeightsSource] = {
+    "cem500k-mocov2": WeightsSource(
+        "cem500k-mocov2",
+        ZENODO.format(record=6453140, fname="cem500k_mocov2_resnet50_200ep.pth.tar"),
+        "cem500k_mocov2_resnet50_200ep.pth.tar", "mocov2",
+        "CEM500K MoCoV2 ResNet50, 200 epochs (Zenodo record 6453140)"),
+    "cem1.5m-swav": WeightsSource(
+        "cem1.5m-swav",
+        ZENODO.format(record=6453160, fname="cem1.5m_swav_resnet50_200ep_balanced.pth.tar"),
+        "cem1.5m_swav_resnet50_200ep_balanced.pth.tar", "swav",
+        "CEM1.5M SwAV ResNet50, 200 epochs, balanced (Zenodo record 6453160)"),
+}
+
+WEIGHT_CHOICES = ("none", *KNOWN_WEIGHTS)
+
+#: Grey-level equivalent of the ImageNet normalisation, for torchvision weights.
+IMAGENET_GREY_NORMS = (0.449, 0.226)
+
+
+# -- download ---------------------------------------------------------------------------------
+def cached_path(name: str, cache: str | os.PathLike | None = None) -> Path:
+    """Where the released weights *name* live (or will live) in the cache folder."""
+    from .cache import cache_dir
+
+    source = _source(name)
+    folder = Path(cache) if cache is not None else cache_dir() / "weights"
+    return folder / source.fname
+
+
+def is_cached(name: str, cache: str | os.PathLike | None = None) -> bool:
+    return cached_path(name, cache).is_file()
+
+
+def _source(name: str) -> WeightsSource:
+    try:
+        return KNOWN_WEIGHTS[name]
+    except KeyError:
+        raise ValueError(f"Unknown weights {name!r}; known names: {', '.join(KNOWN_WEIGHTS)}.") from None
+
+
+def fetch_weights(name: str, *, cache: str | os.PathLike | None = None, url: str | None = None,
+                  known_hash: str | None | type(...) = ..., min_bytes: int | None = None,
+                  progress=None, timeout: float = 60.0) -> Path:
+    """Download the released weights *name* into the cache (once) and return the file path.
+
+    The download is resumable: bytes already fetched are kept in ``<file>.part`` and an
+    interrupted download continues with an HTTP Range request. *known_hash*
+    (``"sha256:<hex>"``; default: the registry's, None for the released files) is checked
+    by pooch; without one, the file must be at least *min_bytes* long and load as a
+    checkpoint of the expected layout. *url* overrides the registry (tests, mirrors).
+    *progress(done_bytes, total_bytes)* is called while downloading.
+    """
+    import pooch
+
+    source = _source(name)
+    target = cached_path(name, cache)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    known_hash = source.known_hash if known_hash is ... else known_hash
+    min_bytes = source.min_bytes if min_bytes is None else int(min_bytes)
+    downloader = _ResumableDownloader(target.with_name(target.name + ".part"), progress, timeout)
+    try:
+        path = Path(pooch.retrieve(url or source.url, known_hash=known_hash, fname=target.name,
+                                   path=target.parent, downloader=downloader, progressbar=False))
+    except ValueError as exc:  # pooch: hash mismatch
+        raise ValueError(f"The download of {name} is corrupt (checksum mismatch): {exc}") from None
+    except OSError as exc:
+        raise OSError(f"Could not download {name} from {url or source.url}: {exc}. Without "
+                      f"network, download the file elsewhere and pick it as a local file.") from exc
+    problem = None
+    if path.stat().st_size < min_bytes:
+        problem = f"only {path.stat().st_size:,} bytes (expected at least {min_bytes:,})"
+    else:
+        try:
+            layout = detect_layout(read_checkpoint(path))
+            if layout != source.layout:
+                problem = f"it holds a {layout} checkpoint, expected {source.layout}"
+        except ValueError as exc:
+            problem = str(exc)
+    if problem:
+        path.unlink(missing_ok=True)
+        raise ValueError(f"The download of {name} is not a usable checkpoint ({problem}); "
+                         "it was removed, try again.")
+    return path
+
+
+class _ResumableDownloader:
+    """A pooch downloader that keeps partial bytes and resumes with HTTP Range requests."""
+
+    def __init__(self, part: Path, progress=None, timeout: float = 60.0):
+        self.part = part
+        self.progress = progress
+        self.timeout = timeout
+
+    def __call__(self, url: str, output_file, pooch_obj=None, check_only: bool = False):
+        import shutil
+
+        import requests
+
+        if check_only:
+            try:
+                return requests.head(url, timeout=self.timeout, allow_redirects=True).ok
+            except requests.RequestException:
+                return False
+        done = self.part.stat().st_size if self.part.exists() else 0
+        headers = {"Range": f"bytes={done}-"} if done else {}
+        with requests.get(url, headers=headers, stream=True, timeout=self.timeout,
+                          allow_redirects=True) as response:
+            if response.status_code == 416:  # range beyond the end: the part file is complete
+                pass
+            else:
+                response.raise_for_status()
+                if done and response.status_code != 206:  # server ignored the range: restart
+                    done = 0
+                length = response.headers.get("Content-Length")
+                total = done + int(length) if length is not None else None
+                with open(self.part, "ab" if done else "wb") as f:
+                    for chunk in response.iter_content(chunk_size=1 << 20):
+                        f.write(chunk)
+                        done += len(chunk)
+                        if self.progress is not None:
+                            self.progress(done, total)
+        if isinstance(output_file, (str, os.PathLike)):
+            shutil.move(str(self.part), str(output_file))
+        else:  # a file object
+            with open(self.part, "rb") as f:
+                shutil.copyfileobj(f, output_file)
+            self.part.unlink()
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def resolve_weights(spec: str | os.PathLike | None, *, download: bool = True,
+                    cache: str | os.PathLike | None = None, progress=None) -> Path | None:
+    """``None``/"none" -> None; a released name -> its cached file (downloaded if allowed);
+    anything else -> an existing local file."""
+    if spec is None or str(spec).strip().lower() in ("", "none"):
+        return None
+    spec_str = str(spec).strip()
+    if spec_str in KNOWN_WEIGHTS:
+        if is_cached(spec_str, cache):
+            return cached_path(spec_str, cache)
+        if not download:
+            raise ValueError(f"The weights {spec_str} are not downloaded yet; download them "
+                             "first (needs network) or pick a local file.")
+        return fetch_weights(spec_str, cache=cache, progress=progress)
+    path = Path(spec_str).expanduser()
+    if not path.is_file():
+        raise ValueError(f"Weights file not found: {path} (give a file, 'none', or one of "
+                         f"{', '.join(KNOWN_WEIGHTS)}).")
+    return path
+
+
+# -- reading and recognising ------------------------------------------------------------------
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """``torch.load(path, weights_only=True)``, with a plain message for a bad file."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"Weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path.name} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}).") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path.name} does not hold a state dict (found {type(obj).__name__}).")
+    return obj
+
+
+def _state_dict_of(checkpoint: dict) -> dict:
+    for key in ("state_dict", "model", "model_state_dict"):
+        inner = checkpoint.get(key)
+        if isinstance(inner, dict) and any(_is_tensor(v) for v in inner.values()):
+            return inner
+    return checkpoint
+
+
+def _is_tensor(value: Any) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor)
+
+
+def detect_layout(checkpoint: dict) -> str:
+    """``mocov2`` | ``swav`` | ``torchvision`` | ``smp`` for a checkpoint dict, else ValueError."""
+    keys = [k for k, v in _state_dict_of(checkpoint).items() if _is_tensor(v)]
+    if not keys:
+        raise ValueError("The file holds no weight tensors.")
+    stripped = [k[len("module."):] if k.startswith("module.") else k for k in keys]
+    if any(k.startswith("encoder_q.") for k in stripped):
+        return "mocov2"
+    if any(k.startswith(("projection_head.", "prototypes.")) for k in stripped):
+        return "swav"
+    if any(k.startswith("encoder.layer1.") for k in stripped):
+        return "smp"
+    if any(k.startswith("layer1.") for k in stripped) and "conv1.weight" in stripped:
+        return "torchvision" if not any(k.startswith("module.") for k in keys) else "swav"
+    raise ValueError("This file is not a ResNet50 checkpoint napari-cem recognises (expected the "
+                     "CEM500K MoCoV2, CEM1.5M SwAV, a torchvision ResNet50 or an smp U-Net layout).")
+
+
+def encoder_state(checkpoint: dict) -> tuple[dict, tuple[float, float] | None, str]:
+    """(``{resnet key: tensor}`` of the encoder, norms or None, layout) of a checkpoint."""
+    layout = detect_layout(checkpoint)
+    state = {k: v for k, v in _state_dict_of(checkpoint).items() if _is_tensor(v)}
+    if layout == "mocov2":
+        prefixes = ("module.encoder_q.", "encoder_q.")
+    elif layout == "swav":
+        prefixes = ("module.",)
+    elif layout == "smp":
+        prefixes = ("module.encoder.", "encoder.")
+    else:
+        prefixes = ("",)
+    out = {}
+    for key, value in state.items():
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                name = key[len(prefix):]
+                if not name.startswith(("fc.", "projection_head.", "prototypes.")):
+                    out[name] = value
+                break
+    conv1 = out.get("conv1.weight")
+    if conv1 is not None and conv1.ndim == 4 and conv1.shape[1] == 3:
+        out["conv1.weight"] = conv1.sum(dim=1, keepdim=True)  # RGB -> grey, same response
+    norms = checkpoint.get("norms")
+    if norms is not None:
+        try:
+            norms = (float(norms[0]), float(norms[1]))
+        except (TypeError, ValueError, IndexError):
+            raise ValueError("The checkpoint's 'norms' entry is not [mean, std].") from None
+        if not norms[1] > 0:
+            raise ValueError(f"The checkpoint's normalisation std must be positive, got {norms[1]}.")
+    elif layout == "torchvision":
+        norms = IMAGENET_GREY_NORMS
+    return out, norms, layout
+
+
+def load_encoder_weights(model, spec, *, download: bool = True, cache=None, progress=None) -> dict:
+    """Load the encoder weights *spec* (name, path or None) into the smp U-Net *model*.
+
+    Returns the encoder's origin: ``{"name", "path", "layout", "n_tensors_loaded",
+    "n_encoder_tensors", "norms"}`` (``norms`` None when the checkpoint has none). Raises
+    ValueError when the file is not a checkpoint, or matches none or only part of the
+    encoder (wrong architecture).
+    """
+    import torch
+
+    path = resolve_weights(spec, download=download, cache=cache, progress=progress)
+    if path is None:
+        return {"name": "none", "path": None, "layout": "none", "n_tensors_loaded": 0,
+                "n_encoder_tensors": _n_encoder_tensors(model), "norms": None}
+    state, norms, layout = encoder_state(read_checkpoint(path))
+    target = {k: v for k, v in model.encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
+    matched, wrong_shape = {}, []
+    for key, ref in target.items():
+        value = state.get(key)
+        if value is None:
+            continue
+        if tuple(value.shape) != tuple(ref.shape):
+            wrong_shape.append(f"{key} {tuple(value.shape)} vs {tuple(ref.shape)}")
+            continue
+        matched[key] = value.to(ref.dtype)
+    name = spec if str(spec) in KNOWN_WEIGHTS else Path(path).name
+    if wrong_shape:
+        raise ValueError(f"{Path(path).name} is not a ResNet50 with a 1-channel input: "
+                         f"{len(wrong_shape)} tensors have other shapes (first: {wrong_shape[0]}).")
+    if not matched:
+        raise ValueError(f"{Path(path).name}: none of the {len(target)} ResNet50 encoder tensors "
+                         f"were found ({layout} layout); refusing to train from a silent non-load.")
+    if len(matched) < len(target):
+        missing = sorted(set(target) - set(matched))
+        raise ValueError(f"{Path(path).name} holds only {len(matched)} of the {len(target)} ResNet50 "
+                         f"encoder tensors (missing e.g. {missing[0]}); refusing a partial load.")
+    with torch.no_grad():
+        # nn.Module's own method: smp's encoder overrides load_state_dict and returns None
+        result = torch.nn.Module.load_state_dict(model.encoder, matched, strict=False)
+    unexpected_missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    assert not unexpected_missing and not result.unexpected_keys  # guaranteed by the checks above
+    return {"name": str(name), "path": str(path), "layout": layout, "n_tensors_loaded": len(matched),
+            "n_encoder_tensors": len(target), "norms": list(norms) if norms is not None else None}
+
+
+def _n_encoder_tensors(model) -> int:
+    return sum(1 for k in model.encoder.state_dict() if not k.endswith("num_batches_tracked"))

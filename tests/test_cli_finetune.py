@@ -1,0 +1,64 @@
+"""``napari-cem finetune``: trains from files and writes a loadable bundle; user errors exit 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+
+from napari_cem.cli import main
+from napari_cem.model import load_bundle
+from napari_cem.synthetic import make_em_volume
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ft")
+    vol = make_em_volume((3, 96, 96), isotropic=False, seed=3)
+    tifffile.imwrite(folder / "image.tif", vol.image, photometric="minisblack")
+    mito = np.zeros_like(vol.labels)
+    mito[1] = (vol.labels[1] == 2).astype(np.uint8) + 1  # slice 1 painted: 1 background, 2 mito
+    tifffile.imwrite(folder / "labels.tif", mito, photometric="minisblack")
+    tifffile.imwrite(folder / "small.tif", mito[:, :50], photometric="minisblack")
+    return folder
+
+
+def test_finetune_writes_a_bundle(files, tmp_path, capsys):
+    out = tmp_path / "model.pt"
+    rc = main(["finetune", str(files / "image.tif"), str(files / "labels.tif"), "-o", str(out),
+               "--iterations", "2", "--crop", "64", "--batch", "2", "--device", "cpu",
+               "--classes", "background,mito"])
+    assert rc == 0
+    printed = capsys.readouterr()
+    assert "trained 2 iterations" in printed.out and str(out) in printed.out
+    bundle = load_bundle(out)
+    assert bundle.classes == ["background", "mito"] and bundle.training["iterations"] == 2
+    assert "labels.tif" in bundle.training["data_source"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["missing.tif", "labels.tif"], "image not found"),
+    (["image.tif", "small.tif"], "same shape"),
+    (["image.tif", "labels.tif", "--classes", "mito"], "Label value 2 is painted but there are only 1"),
+    (["image.tif", "labels.tif", "--crop", "100"], "--crop must be a multiple of 32"),
+    (["image.tif", "labels.tif", "--weights", "corrupt.pth"], "not a readable PyTorch checkpoint"),
+    (["image.tif", "labels.tif", "--weights", "nowhere.pth"], "Weights file not found"),
+])
+def test_user_errors_are_one_line(files, tmp_path, capsys, monkeypatch, argv, message):
+    (files / "corrupt.pth").write_bytes(b"\x00\x01 not torch" * 10)
+    monkeypatch.chdir(files)
+    rc = main(["finetune", *argv, "-o", str(tmp_path / "m.pt"), "--iterations", "1", "--crop", argv[-1]
+               if argv[-2:-1] == ["--crop"] else "64", "--batch", "1", "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "m.pt").exists()

@@ -1,0 +1,218 @@
+"""Fine-tuning core: label convention, loss masking, training, stop, frozen encoder, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cem._cancel import Cancelled
+from napari_cem.model import build_unet, load_bundle, save_bundle
+from napari_cem.synthetic import make_em_volume
+from napari_cem.train import (
+    IGNORE,
+    class_weights,
+    finetune,
+    masked_loss,
+    prepare_training_data,
+    run_finetune,
+)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: much faster than two on a shared 2-core machine; restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return make_em_volume((4, 96, 96), isotropic=False, seed=3)
+
+
+# -- labels -> targets ---------------------------------------------------------------------------
+def test_painted_values_map_to_output_classes():
+    image = np.zeros((2, 8, 8), np.uint8)
+    labels = np.zeros((2, 8, 8), np.uint8)
+    labels[0, :2] = 1  # mito
+    labels[0, 2:4] = 2  # background
+    labels[0, 4:5] = 3  # membrane
+    data = prepare_training_data(image, labels, class_names=["mito", "background", "membrane"])
+    assert data.classes == ["background", "mito", "membrane"]
+    assert data.value_map == {1: 1, 2: 0, 3: 2}
+    target = data.views[0][1]
+    assert (target[0, :2] == 1).all() and (target[0, 2:4] == 0).all() and (target[0, 4] == 2).all()
+    assert (target[0, 5:] == IGNORE).all() and (target[1] == IGNORE).all()  # 0 = not annotated
+    # without names value 1 is the background
+    data = prepare_training_data(image, labels)
+    assert data.classes == ["background", "class 2", "class 3"] and data.value_map[1] == 0
+
+
+def test_complete_slices_and_rois():
+    image = np.zeros((3, 8, 8), np.uint8)
+    labels = np.zeros((3, 8, 8), np.uint8)
+    labels[1, 2:4, 2:4] = 1
+    data = prepare_training_data(image, labels, class_names=["mito"], complete_slices=True)
+    assert data.classes == ["background", "mito"]
+    t = data.views[0][1]
+    assert (t[1, 2:4, 2:4] == 1).all() and t[1].sum() == 4 and (t[1] != IGNORE).all()
+    assert (t[0] == IGNORE).all() and (t[2] == IGNORE).all()  # unpainted slices stay unknown
+    # ROIs: only inside the rectangle do zeros mean background; an ROI may be in an empty slice
+    data = prepare_training_data(image, labels, class_names=["mito"], complete_slices=True,
+                                 rois=[(1, 0, 0, 5, 5), (2, 0, 0, 2, 2)])
+    t = data.views[0][1]
+    assert (t[1, :5, :5] != IGNORE).all() and (t[1, 5:] == IGNORE).all()
+    assert (t[2, :2, :2] == 0).all() and (t[2, 2:] == IGNORE).all()
+
+
+def test_isotropic_volumes_add_xz_and_yz_planes():
+    image = np.zeros((4, 8, 8), np.uint8)
+    labels = np.zeros((4, 8, 8), np.uint8)
+    labels[1, :4] = 1
+    labels[1, 4:] = 2
+    data = prepare_training_data(image, labels, voxel_size=(8, 8, 8))
+    assert [v[2] for v in data.views] == ["xy", "xz", "yz"]
+    assert all(w.sum() == 64 for w in data.slice_weights)
+    data = prepare_training_data(image, labels, voxel_size=(40, 8, 8))
+    assert [v[2] for v in data.views] == ["xy"]
+
+
+@pytest.mark.parametrize("labels, kwargs, message", [
+    (np.zeros((2, 8, 8), np.uint8), {}, "Nothing is painted"),
+    (np.zeros((2, 8, 9), np.uint8), {}, "same shape"),
+    (np.ones((2, 8, 8), np.uint8), {}, "Only one class"),
+    (np.full((2, 8, 8), 2, np.uint8), {"complete_slices": False}, "Only one class|No background"),
+    (np.pad(np.full((2, 8, 4), 3, np.uint8), ((0, 0), (0, 0), (0, 4)), constant_values=1),
+     {"class_names": ["background", "mito"]}, "Label value 3 is painted but there are only 2 classes"),
+    (np.pad(np.full((2, 8, 4), 2, np.uint8), ((0, 0), (0, 0), (0, 4))), {}, "No background is painted"),
+])
+def test_bad_labels_are_explained(labels, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        prepare_training_data(np.zeros((2, 8, 8), np.uint8), labels, **kwargs)
+
+
+def test_other_bad_input():
+    img = np.zeros((2, 8, 8), np.uint8)
+    lab = np.zeros((2, 8, 8), np.uint8)
+    lab[0, 0] = 1
+    lab[0, 1] = 2
+    with pytest.raises(ValueError, match="8-bit"):
+        prepare_training_data(img.astype(np.float32), lab)
+    with pytest.raises(ValueError, match="distinct"):
+        prepare_training_data(img, lab, class_names=["a", "A"])
+    with pytest.raises(ValueError, match="crop size"):
+        next(finetune(img, lab, crop_size=100, device="cpu"))
+    with pytest.raises(ValueError, match="iterations"):
+        next(finetune(img, lab, iterations=0, device="cpu"))
+
+
+def test_class_weights_follow_spec():
+    assert class_weights([0.8, 0.05, 0.15]) == [0.1, 3.0, 1.0]
+
+
+# -- loss ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n_out", [1, 3])
+def test_loss_ignores_unannotated_pixels(n_out):
+    torch.manual_seed(0)
+    target = torch.randint(0, 2 if n_out == 1 else 3, (2, 16, 16))
+    target[:, :, 8:] = IGNORE
+    logits = torch.randn(2, n_out, 16, 16, requires_grad=True)
+    weights = None if n_out == 1 else [0.1, 3.0, 1.0]
+    loss = masked_loss(logits, target, weights)
+    loss.backward()
+    assert logits.grad[..., 8:].abs().max() == 0  # no gradient where nothing is annotated
+    assert logits.grad[..., :8].abs().max() > 0
+    changed = logits.detach().clone()
+    changed[..., 8:] = 100.0
+    assert torch.allclose(masked_loss(changed, target, weights), loss.detach())
+    all_ignored = torch.full_like(target, IGNORE)
+    assert float(masked_loss(logits.detach(), all_ignored, weights)) == 0.0
+
+
+# -- training --------------------------------------------------------------------------------------
+def test_stop_mid_training_keeps_a_loadable_bundle(sample, tmp_path):
+    labels = (sample.labels == 2).astype(np.uint8)
+    steps = []
+    bundle = run_finetune(sample.image, labels, callback=steps.append, classes=["mito"],
+                          complete_slices=True, iterations=50, crop_size=64, batch_size=2,
+                          device="cpu", should_stop=lambda: len(steps) >= 2, data_source="synthetic")
+    assert [s.iteration for s in steps] == [1, 2] and all(s.total == 50 for s in steps)
+    assert all(np.isfinite(s.loss) and s.lr > 0 for s in steps)
+    t = bundle.training
+    assert t["iterations"] == 2 and t["stopped_early"] and len(t["loss"]) == 2
+    assert t["data_source"] == "synthetic" and t["device"].startswith("cpu")
+    assert bundle.classes == ["background", "mito"] and bundle.encoder["frozen"] == "none"
+    loaded = load_bundle(save_bundle(bundle, tmp_path / "stopped.pt"))
+    assert loaded.training["stopped_early"] and loaded.classes == bundle.classes
+
+
+def test_stop_before_the_first_iteration_cancels(sample):
+    labels = (sample.labels == 2).astype(np.uint8)
+    with pytest.raises(Cancelled):
+        run_finetune(sample.image, labels, complete_slices=True, iterations=5, crop_size=64,
+                     batch_size=2, device="cpu", should_stop=lambda: True)
+
+
+def test_frozen_encoder_keeps_pretrained_weights_and_bn_stats(sample, tmp_path):
+    src = build_unet(1)
+    with torch.no_grad():
+        for m in src.encoder.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+    ckpt = tmp_path / "encoder.pt"
+    torch.save({"state_dict": src.state_dict(), "norms": [0.5, 0.2]}, ckpt)
+    labels = sample.labels.astype(np.uint8) + 1  # every pixel painted; value 1 = background
+    previews = []
+    bundle = run_finetune(sample.image[:2], labels[:2], weights=str(ckpt), iterations=2, crop_size=64,
+                          batch_size=2, device="cpu", preview_request=lambda: sample.image[0],
+                          callback=lambda p: previews.append(p.preview))
+    assert bundle.encoder["frozen"] == "encoder" and bundle.encoder["n_tensors_loaded"] == 265
+    assert bundle.norms == (0.5, 0.2) and bundle.encoder["norms_source"] == "checkpoint"
+    enc = bundle.model.encoder.state_dict()
+    for k, v in src.encoder.state_dict().items():
+        assert torch.equal(enc[k].cpu(), v), k  # weights and running statistics untouched
+    dec_before = src.decoder.state_dict()
+    assert any(not torch.equal(v.cpu(), dec_before[k]) for k, v in bundle.model.decoder.state_dict().items()
+               if v.is_floating_point())
+    assert len(bundle.classes) == 4 and bundle.n_outputs == 4  # background + 3 structures
+    assert previews[0].shape == sample.image[0].shape and previews[0].max() < 4
+
+
+@pytest.mark.slow
+def test_a_few_iterations_drive_loss_down_and_iou_up():
+    vol = make_em_volume((2, 128, 128), isotropic=False, seed=0)
+    labels = (vol.labels == 1).astype(np.uint8)  # membranes vs the rest, complete slices
+    steps = []
+    run_finetune(vol.image, labels, callback=steps.append, complete_slices=True, iterations=40,
+                 crop_size=64, batch_size=4, device="cpu", random_crop_fraction=1.0)
+    first = np.mean([s.loss for s in steps[:8]])
+    last = np.mean([s.loss for s in steps[-8:]])
+    iou_first = np.mean([s.train_iou or 0 for s in steps[:8]])
+    iou_last = np.mean([s.train_iou or 0 for s in steps[-8:]])
+    assert last < 0.8 * first
+    assert iou_last > iou_first + 0.1
+
+
+def test_out_of_memory_halves_the_batch_and_says_so(sample, monkeypatch):
+    import napari_cem.model as model_module
+
+    real = model_module.forward_logits
+    calls = []
+
+    def flaky(model, x, **kwargs):
+        calls.append(x.shape[0])
+        if len(calls) == 1:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, x, **kwargs)
+
+    monkeypatch.setattr(model_module, "forward_logits", flaky)
+    labels = (sample.labels == 2).astype(np.uint8)
+    steps = []
+    bundle = run_finetune(sample.image, labels, callback=steps.append, complete_slices=True,
+                          iterations=1, crop_size=64, batch_size=4, device="cpu")
+    assert calls == [4, 2]
+    assert "batch halved to 2" in steps[0].message and steps[0].batch_size == 2
+    assert bundle.training["batch_size"] == 2

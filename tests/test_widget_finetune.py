@@ -1,0 +1,109 @@
+"""The "Fine-tune" dock widget in a real viewer: train, bundle saved and active, stop, preview."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_cem._widgets._state import state_for
+from napari_cem._widgets.finetune import FinetuneWidget
+from napari_cem.model import load_bundle
+from napari_cem.synthetic import make_em_volume
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return make_em_volume((3, 96, 96), isotropic=False, seed=3)
+
+
+def _wait_idle(qtbot, widget, timeout=120_000):
+    qtbot.waitUntil(lambda: widget._worker is None and widget._preview_worker is None, timeout=timeout)
+
+
+@pytest.fixture()
+def widget(make_napari_viewer, sample, tmp_path):
+    viewer = make_napari_viewer()
+    viewer.add_image(sample.image, name="em")
+    painted = np.zeros(sample.labels.shape, np.uint8)
+    painted[1] = (sample.labels[1] == 2).astype(np.uint8)  # mito in slice 1, complete slice
+    viewer.add_labels(painted, name="paint")
+    w = FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(w)
+    w.iterations.value = 3
+    w.crop.value = 64
+    w.batch.value = 2
+    w.device.value = "cpu"
+    w.complete.value = True
+    w.class_names.value = "mito"
+    w.save_to.value = str(tmp_path / "model.pt")
+    return w
+
+
+def test_training_saves_the_bundle_and_makes_it_active(widget, qtbot, tmp_path):
+    changes = []
+    state = state_for(widget.viewer)
+    state.on_model_changed(changes.append)
+    assert widget.image.value is widget.viewer.layers["em"]
+    assert widget.labels_layer.value is widget.viewer.layers["paint"]
+    assert widget.device_info.value.startswith("cpu")
+    widget.start()
+    _wait_idle(qtbot, widget)
+    path = tmp_path / "model.pt"
+    assert path.exists() and widget.bundle_path == path
+    assert state.active_model is widget.bundle and state.active_model_path == path and changes
+    assert load_bundle(path).classes == ["background", "mito"]
+    assert len(widget.curve.losses) == 3 and widget.progress.bar.value == widget.progress.bar.max
+    assert "Trained 3 iterations" in widget.result.value
+    # preview of the slice on screen, after training
+    widget.viewer.dims.set_current_step(0, 1)
+    assert widget.preview_button.enabled
+    widget.preview()
+    _wait_idle(qtbot, widget)
+    preview = widget.viewer.layers["em preview"]
+    assert preview.data.shape == (3, 96, 96) and preview.data[0].max() == 0
+    assert set(np.unique(preview.data[1])) <= {0, 1}
+
+
+def test_stop_keeps_the_latest_weights(widget, qtbot, tmp_path):
+    widget.iterations.value = 500
+    seen = []
+    worker = widget.start()
+    worker.yielded.connect(lambda step: (seen.append(step.iteration), widget.stop() if len(seen) == 2 else None))
+    # a preview request during training is answered by the training thread
+    widget.preview()
+    _wait_idle(qtbot, widget)
+    bundle = load_bundle(tmp_path / "model.pt")
+    assert bundle.training["stopped_early"] and 2 <= bundle.training["iterations"] < 500
+    assert "Stopped after" in widget.result.value and widget.start_button.enabled
+    assert "em preview" in widget.viewer.layers
+
+
+def test_bad_input_is_a_notification(make_napari_viewer, qtbot, monkeypatch, sample):
+    import napari_cem._widgets.finetune as ft
+
+    messages = []
+    monkeypatch.setattr(ft, "notify_error", messages.append)
+    viewer = make_napari_viewer()
+    w = FinetuneWidget(viewer)
+    assert w.start() is None and "Open an EM image" in messages[-1]
+    viewer.add_image(sample.image, name="em")
+    assert w.start() is None and "Labels layer" in messages[-1]
+    viewer.add_labels(np.zeros((3, 96, 95), np.uint8), name="wrong")
+    assert w.start() is None and "same shape" in messages[-1]
+    viewer.layers.remove("wrong")
+    viewer.add_labels(np.zeros((3, 96, 96), np.uint8), name="empty")
+    w.device.value = "cpu"
+    w.start()
+    _wait_idle(qtbot, w)
+    assert "Nothing is painted" in messages[-1] and w.start_button.enabled
+    w.weights.value = "local file ..."
+    assert w.start() is None and "Pick the weights file" in messages[-1]
