@@ -20,6 +20,7 @@ SUITES = {
     "curate": "bench_curate",
     "quality": "bench_quality",
     "finetune": "bench_finetune",
+    "infer": "bench_infer",
 }
 
 

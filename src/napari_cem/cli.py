@@ -224,6 +224,196 @@ def run_curate(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+# -- segment / evaluate ----------------------------------------------------------------------
+def _segment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="a napari-cem model bundle (.pt) made by fine-tuning")
+    p.add_argument("input", metavar="INPUT", help="the EM volume or image (any format napari-cem reads)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="labels file: a TIFF (default), or a zarr store with --zarr")
+    p.add_argument("--mode", choices=["stack", "orthoplane"], default="stack",
+                   help="stack: every xy slice (default); orthoplane: xy, xz and yz averaged "
+                        "(near-isotropic volumes)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    p.add_argument("--zarr", action="store_true",
+                   help="write a zarr store slab by slab (volumes larger than memory); rerunning "
+                        "the same command resumes an interrupted run")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="probability above which a voxel is the structure (one-structure models; default 0.5)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write the confidences (uint8, 255 = 1): OUT_prob.tif, or inside the zarr store")
+    p.add_argument("--tile", type=int, default=1024, help="largest slice side predicted at once (default 1024)")
+    p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: per device)")
+    p.add_argument("--standardize", choices=["percentile", "dtype-max", "none"], default="percentile",
+                   help="how a non-8-bit input becomes 8-bit (as in 'inspect'; default percentile)")
+
+
+@command("segment", "segment a whole volume with a fine-tuned model (2D stack or orthoplane) into labels",
+         _segment_args)
+def run_segment(args: argparse.Namespace) -> int:
+    import json
+    import warnings
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from .infer import segment
+    from .io import read_volume
+    from .model import load_bundle
+
+    model_path, out = Path(args.model), Path(args.output)
+    if not model_path.is_file():
+        raise CLIError(f"model file not found: {model_path}")
+    if not Path(args.input).exists() and not any(c in args.input for c in "*?["):
+        raise CLIError(f"input not found: {args.input}")
+    if args.zarr and out.exists() and not out.is_dir():
+        raise CLIError(f"output '{out}' exists and is not a zarr store (a folder)")
+    if not args.zarr and out.is_dir():
+        raise CLIError(f"output '{out}' is a folder; give a .tif file name, or add --zarr")
+    try:
+        bundle = load_bundle(model_path)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    volume, meta = read_volume(args.input, standardize_mode=args.standardize)
+    bar = tqdm(total=0, unit="slice", desc="segment", file=sys.stderr, dynamic_ncols=True)
+
+    def progress(done, total, stage):
+        bar.set_description(f"segment ({stage})")
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = segment(volume, bundle, mode=args.mode, threshold=args.threshold, tile=args.tile,
+                             batch_size=args.batch_size, device=args.device,
+                             out=out if args.zarr else None, keep_probabilities=args.probabilities,
+                             voxel_size=meta.voxel_size, progress=progress)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        bar.close()
+    for w in caught:
+        if issubclass(w.category, (UserWarning, RuntimeWarning)):
+            print(f"napari-cem segment: warning: {w.message}", file=sys.stderr)
+    info = {"classes": result.classes, "source": meta.source, "voxel_size": meta.voxel_size,
+            **{k: result.metadata.get(k) for k in ("mode", "threshold", "precision", "device")}}
+    written = [out]
+    if not args.zarr:
+        _write_labels_tiff(out, result.labels, meta.voxel_size, info)
+        if result.probabilities is not None:
+            prob_path = out.with_name(out.name.split(".")[0] + "_prob.tif")
+            _write_labels_tiff(prob_path, result.probabilities, meta.voxel_size,
+                               {**info, "probabilities": "uint8, 255 = 1.0"})
+            written.append(prob_path)
+    labels = result.labels
+    counts = _label_counts(labels, len(result.classes))
+    total = max(int(sum(counts)), 1)
+    fractions = ", ".join(f"{name} {100 * c / total:.1f} %" for name, c in zip(result.classes, counts))
+    print(f"{' x '.join(str(s) for s in labels.shape)} voxels segmented ({args.mode}, "
+          f"{result.metadata['precision']} on {result.metadata['device']}) in "
+          f"{result.metadata['seconds']:.1f} s: {fractions}")
+    print(f"written: {', '.join(str(p) for p in written)}  (classes: {json.dumps(result.classes)})")
+    return 0
+
+
+def _label_counts(labels, n: int) -> list[int]:
+    import numpy as np
+
+    counts = np.zeros(n, np.int64)
+    step = max(1, (64 << 20) // max(int(np.prod(labels.shape[1:])) if labels.ndim > 1 else 1, 1))
+    for z0 in range(0, labels.shape[0], step):
+        counts += np.bincount(np.asarray(labels[z0:z0 + step]).ravel(), minlength=n)[:n]
+    return counts.tolist()
+
+
+def _write_labels_tiff(path, array, voxel_size, info: dict) -> None:
+    """Labels (or uint8 confidences) as an ImageJ TIFF with the voxel size in nm and the class
+    names (JSON in the Info field), written atomically."""
+    import json
+
+    import numpy as np
+    import tifffile
+
+    from ._atomic import atomic_path
+
+    array = np.asarray(array)
+    kwargs: dict = {"compression": "zlib"}
+    if array.dtype in (np.uint8, np.uint16) and array.ndim in (2, 3, 4):
+        axes = {2: "YX", 3: "ZYX", 4: "CZYX"}[array.ndim]
+        metadata = {"axes": axes, "unit": "nm", "Info": json.dumps(info)}
+        if voxel_size is not None:
+            vs = [float(v) for v in voxel_size]
+            kwargs["resolution"] = (1.0 / vs[-1], 1.0 / vs[-2])
+            if len(vs) == 3:
+                metadata["spacing"] = vs[0]
+        kwargs.update(imagej=True, metadata=metadata)
+    else:
+        kwargs["metadata"] = {"napari_cem": json.dumps(info)}
+    with atomic_path(path, suffix=".tif") as tmp:
+        tifffile.imwrite(tmp, array, **kwargs)
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pred", metavar="PRED", help="predicted labels: TIFF (or any label image) or the "
+                   "zarr store written by 'napari-cem segment --zarr'")
+    p.add_argument("gt", metavar="GT", help="ground-truth labels, same shape")
+    p.add_argument("--classes", nargs="+", metavar="NAME",
+                   help="names of label values 0, 1, ... (0 is the background); by default those "
+                        "saved with the prediction, else 'class 1', 'class 2', ...")
+
+
+@command("evaluate", "IoU per class of predicted labels against ground truth (3D and mean of 2D slices)",
+         _evaluate_args)
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .metrics import evaluate
+
+    pred, saved_classes = _read_label_image(args.pred, "prediction")
+    gt, _ = _read_label_image(args.gt, "ground truth")
+    classes = args.classes or saved_classes
+    try:
+        result = evaluate(pred, gt, classes=classes)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"IoU of {args.pred} against {args.gt} ({result.n_slices} slice"
+          f"{'s' if result.n_slices != 1 else ''}, background excluded)")
+    print(result.table())
+    return 0
+
+
+def _read_label_image(path: str, what: str):
+    """(labels array, saved class names or None) of a label TIFF/image or a segmentation store."""
+    import json
+    from pathlib import Path
+
+    from .io import read_volume
+
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"{what} not found: {path}")
+    if p.is_dir() and (p / "zarr.json").exists():
+        from .infer import open_segmentation
+
+        try:
+            seg = open_segmentation(p)
+            return seg.labels, seg.classes or None
+        except ValueError:
+            pass  # another zarr: read it as a volume below
+    classes = None
+    if p.suffix.lower() in (".tif", ".tiff"):
+        try:
+            import tifffile
+
+            with tifffile.TiffFile(p) as tif:
+                text = (tif.imagej_metadata or {}).get("Info")
+                if text:
+                    classes = json.loads(text).get("classes")
+        except Exception:
+            classes = None
+    data, _meta = read_volume(path, standardize_mode="none")
+    return data, classes
+
+
 # -- finetune --------------------------------------------------------------------------------
 def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("image", metavar="IMAGE", help="the EM volume or image (any format napari-cem reads)")

@@ -1,0 +1,462 @@
+"""Dock widget "Segment": the whole open volume (or the slice on screen) with the active model.
+
+The model is the viewer's active one (set by the Fine-tune widget when training ends) or
+a bundle file loaded here. The work runs in a napari thread worker through the Qt-free
+core ``napari_cem.infer.segment``; this widget only reads layers, shows progress, and
+adds or refreshes the result layers on the main thread. A ground-truth Labels layer can
+be compared with the result: IoU per class (3D and mean of 2D slices) in a table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import (
+    CheckBox,
+    ComboBox,
+    Container,
+    FileEdit,
+    FloatSpinBox,
+    Label,
+    PushButton,
+)
+
+from ..device import DEVICE_CHOICES
+from ._common import ProgressRow, notify_error, notify_info, notify_warning
+from ._state import state_for
+
+_NO_GT = "none"
+
+
+class SegmentWidget(Container):
+    """Segment an Image layer with the active U-Net into a Labels layer; compare with ground truth."""
+
+    def __init__(self, napari_viewer):
+        _import_torch_stack()
+        self.viewer = napari_viewer
+        self.state = state_for(napari_viewer)
+        self._worker = None
+        self._cancel_requested = False
+        self._evaluate_after = False
+        self._labels_layer = None  # the Labels layer this widget made (refreshed by later runs)
+        self._prob_layers: dict[str, object] = {}
+        self.result = None  # napari_cem.infer.Segmentation of the last whole-volume run
+        self.evaluation = None  # napari_cem.metrics.Evaluation of the last comparison
+
+        self.model_info = Label(value="")
+        self.model_file = FileEdit(label="Model file", mode="r", filter="napari-cem model (*.pt *.pth);;All files (*)",
+                                   tooltip="A model bundle saved by Fine-tune (or napari-cem finetune).")
+        self.load_button = PushButton(text="Load model file")
+        self.image = ComboBox(label="Image", choices=self._image_choices,
+                              tooltip="The EM volume (or 2D image) to segment.")
+        self.mode = ComboBox(label="Mode", choices=["stack", "orthoplane"], value="stack",
+                             tooltip="stack: predict every xy slice. orthoplane: predict every xy, xz "
+                                     "and yz slice and average (for near-isotropic volumes only).")
+        self.mode_note = Label(value="")
+        self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.0, max=1.0, step=0.05,
+                                      tooltip="One-structure models: a voxel whose probability is above "
+                                              "this is the structure. Several classes use the most "
+                                              "probable one.")
+        self.device = ComboBox(label="Device", choices=list(DEVICE_CHOICES), value="auto",
+                               tooltip="auto: CUDA GPU, then Apple MPS, then CPU.")
+        self.keep_probs = CheckBox(label="Show probabilities", value=False,
+                                   tooltip="Also add the confidences as Image layer(s) (0-255 = 0-1).")
+        self.segment_button = PushButton(text="Segment")
+        self.slice_button = PushButton(text="Current slice only")
+        self.progress = ProgressRow()
+        self.ground_truth = ComboBox(label="Ground truth", choices=self._gt_choices,
+                                     tooltip="A Labels layer to compare the segmentation with (IoU).")
+        self.evaluate_button = PushButton(text="Compare (IoU)", enabled=False)
+        self.iou_info = Label(value="")
+        super().__init__(widgets=[
+            self.model_info, self.model_file, self.load_button, self.image, self.mode, self.mode_note,
+            self.threshold, self.device, self.keep_probs, self.segment_button, self.slice_button,
+            self.progress, self.ground_truth, self.evaluate_button, self.iou_info,
+        ])
+        self.iou_table = _make_table()
+        self.native.layout().addWidget(self.iou_table)
+
+        self.load_button.changed.connect(lambda: self.load_model_file())
+        self.segment_button.changed.connect(lambda: self.run())
+        self.slice_button.changed.connect(lambda: self.run(current_slice=True))
+        self.progress.cancel_button.changed.connect(self.cancel)
+        self.evaluate_button.changed.connect(lambda: self.evaluate())
+        self.image.changed.connect(self._update_mode_note)
+        self.mode.changed.connect(self._update_mode_note)
+        self.ground_truth.changed.connect(lambda _v: self._set_running(self._worker is not None))
+        self.viewer.layers.events.inserted.connect(self._refresh_choices)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.state.on_model_changed(self._on_model_changed)
+        self._on_model_changed(self.state)
+        self._update_mode_note()
+
+    # -- choices --------------------------------------------------------------------------
+    def _image_choices(self, _widget=None):
+        from napari.layers import Image
+
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)]
+
+    def _gt_choices(self, _widget=None):
+        from napari.layers import Labels
+
+        return [(_NO_GT, None)] + [(layer.name, layer) for layer in self.viewer.layers
+                                   if isinstance(layer, Labels) and layer is not self._labels_layer]
+
+    def _refresh_choices(self, _event=None) -> None:
+        self.image.reset_choices()
+        self.ground_truth.reset_choices()
+        self._update_mode_note()
+
+    def _on_layer_removed(self, event) -> None:
+        if event.value is self._labels_layer:
+            self._labels_layer = None
+        for key, layer in list(self._prob_layers.items()):
+            if layer is event.value:
+                del self._prob_layers[key]
+        self._refresh_choices()
+
+    def _update_mode_note(self, _value=None) -> None:
+        from ..patches import is_isotropic
+
+        layer = self.image.value
+        note = ""
+        if layer is not None and layer.ndim == 2 and self.mode.value == "orthoplane":
+            note = "A 2D image has no xz/yz planes: use stack."
+        elif layer is not None and self.mode.value == "orthoplane":
+            voxel = _voxel_size(layer)
+            if voxel is None:
+                note = "Voxel size unknown: orthoplane assumes a near-isotropic volume."
+            elif not is_isotropic(voxel):
+                note = "Anisotropic voxels: orthoplane is not advised (stack is)."
+        self.mode_note.value = note
+        self.mode_note.visible = bool(note)
+
+    # -- model ----------------------------------------------------------------------------
+    def _on_model_changed(self, state) -> None:
+        bundle = state.active_model
+        if bundle is None:
+            self.model_info.value = "No model yet: fine-tune one, or load a model file."
+            return
+        where = f" ({state.active_model_path.name})" if state.active_model_path else ""
+        describe = getattr(bundle, "describe", None)
+        text = describe() if callable(describe) else f"classes {', '.join(map(str, bundle.classes))}"
+        self.model_info.value = f"Model{where}: {text}"
+
+    def load_model_file(self, path=None):
+        """Load a bundle file in a thread worker and make it the viewer's active model."""
+        from napari.qt.threading import create_worker
+
+        if path is None:
+            text = str(self.model_file.value).strip()
+            if text in ("", "."):
+                notify_error("Choose a model file first.")
+                return None
+            path = text
+        self._set_running(True)
+        self.progress.start(1, "Loading the model ...")
+        self._worker = create_worker(
+            _load_job, path,
+            _connect={"returned": lambda b: self._on_model_loaded(b, path), "errored": self._on_error,
+                      "finished": self._on_finished})
+        return self._worker
+
+    def _on_model_loaded(self, bundle, path) -> None:
+        self.state.set_active_model(bundle, path)
+        self.progress.finish(f"Model loaded: {bundle.classes}")
+
+    # -- running --------------------------------------------------------------------------
+    def run(self, current_slice: bool = False):
+        """Segment the chosen layer (or the slice on screen) in a thread worker; returns the worker."""
+        from napari.qt.threading import create_worker
+
+        bundle = self.state.active_model
+        layer = self.image.value
+        if bundle is None:
+            notify_error("No model: fine-tune one (Fine-tune widget) or load a model file.")
+            return None
+        if layer is None:
+            notify_error("Open an EM image first (File > Open, or the Load EM volume widget).")
+            return None
+        data = layer.data[0] if layer.multiscale else layer.data
+        mode = self.mode.value
+        index = None
+        if current_slice:
+            mode = "stack"
+            if layer.ndim == 3:
+                index = self._current_z(layer)
+                if index is None:
+                    notify_error("Show the volume in 2D, xy plane, to segment the current slice.")
+                    return None
+                data = data[index]
+        if mode == "orthoplane" and layer.ndim == 2:
+            notify_error("Orthoplane needs a 3D volume; this image is 2D. Use the stack mode.")
+            return None
+        options = {"mode": mode, "threshold": float(self.threshold.value), "device": self.device.value,
+                   "keep_probabilities": bool(self.keep_probs.value), "voxel_size": _voxel_size(layer)}
+        self._cancel_requested = False
+        self._set_running(True)
+        what = f"slice {index} of {layer.name}" if index is not None else layer.name
+        self.progress.start(1, f"Segmenting {what} ...")
+        self._worker = create_worker(
+            _segment_job, data, bundle, options, lambda: self._cancel_requested,
+            _progress=False,
+            _connect={"yielded": self._on_progress,
+                      "returned": lambda r: self._on_result(layer, r, index),
+                      "errored": self._on_error, "finished": self._on_finished})
+        return self._worker
+
+    def _current_z(self, layer) -> int | None:
+        offset = self.viewer.dims.ndim - layer.ndim
+        displayed = tuple(sorted(a - offset for a in self.viewer.dims.displayed))
+        if self.viewer.dims.ndisplay != 2 or displayed != (1, 2):
+            return None
+        z = int(round(float(layer.world_to_data(self.viewer.dims.point[offset:])[0])))
+        return int(np.clip(z, 0, layer.data.shape[0] - 1 if not layer.multiscale else layer.data[0].shape[0] - 1))
+
+    def cancel(self) -> None:
+        self._cancel_requested = True
+        self.progress.status.value = "Cancelling ..."
+
+    def _set_running(self, running: bool) -> None:
+        self.segment_button.enabled = not running
+        self.slice_button.enabled = not running
+        self.load_button.enabled = not running
+        self.evaluate_button.enabled = (not running and self._labels_layer is not None
+                                        and self.ground_truth.value is not None)
+
+    def _on_progress(self, update) -> None:
+        done, total, stage = update
+        self.progress.bar.max = max(total, 1)
+        self.progress.step(done, f"{stage.capitalize()}: {done:,} / {total:,}")
+
+    def _on_result(self, layer, result, index) -> None:
+        for message in result.metadata.get("warnings", []):
+            notify_warning(message)
+        labels = np.asarray(result.labels)
+        meta = result.layer_metadata
+        shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+        target = self._labels_layer
+        if index is not None:
+            if target is not None and target in self.viewer.layers and target.data.shape == tuple(shape):
+                target.data[index] = labels
+                target.refresh()
+            else:
+                full = np.zeros(shape, labels.dtype)
+                full[index] = labels
+                self._show_labels(layer, full, meta)
+        else:
+            self.result = result
+            self._show_labels(layer, labels, meta)
+        if result.probabilities is not None:
+            self._show_probabilities(layer, result, index, shape)
+        seconds = result.metadata.get("seconds", 0)
+        what = f"slice {index}" if index is not None else "volume"
+        fg = ", ".join(f"{name} {100 * float(np.mean(labels == i)):.1f} %"
+                       for i, name in enumerate(result.classes) if i > 0)
+        self.progress.finish(f"{layer.name}: {what} segmented in {seconds:.1f} s "
+                             f"({result.metadata.get('precision')}, {result.metadata.get('mode')}); {fg}.")
+        self._evaluate_after = index is None and self.ground_truth.value is not None
+
+    def _show_labels(self, layer, labels, meta) -> None:
+        target = self._labels_layer
+        kwargs = {"scale": layer.scale, "translate": layer.translate}
+        if target is not None and target in self.viewer.layers:
+            target.data = labels
+            target.scale = layer.scale
+            target.translate = layer.translate
+            target.metadata = meta
+            return
+        self._labels_layer = self.viewer.add_labels(labels, name=f"{layer.name} segmentation",
+                                                    metadata=meta, **kwargs)
+        self.viewer.layers.selection.active = self._labels_layer
+        self.ground_truth.reset_choices()
+
+    def _show_probabilities(self, layer, result, index, shape) -> None:
+        probs = np.asarray(result.probabilities)
+        if len(result.classes) == 2:
+            per_class = {result.classes[1]: probs}
+        else:
+            per_class = {name: probs[i] for i, name in enumerate(result.classes) if i > 0}
+        for name, p in per_class.items():
+            existing = self._prob_layers.get(name)
+            if index is not None:
+                if existing is not None and existing in self.viewer.layers and existing.data.shape == tuple(shape):
+                    existing.data[index] = p
+                    existing.refresh()
+                    continue
+                full = np.zeros(shape, np.uint8)
+                full[index] = p
+                p = full
+            if existing is not None and existing in self.viewer.layers:
+                existing.data = p
+                continue
+            self._prob_layers[name] = self.viewer.add_image(
+                p, name=f"{layer.name} P({name})", scale=layer.scale, translate=layer.translate,
+                colormap="magma", contrast_limits=(0, 255), opacity=0.5, blending="additive",
+                metadata={"napari_cem": {"probability_of": name, "scale": "uint8, 255 = 1.0"}})
+        if self._labels_layer is not None:
+            self.viewer.layers.selection.active = self._labels_layer
+
+    def _on_error(self, exc: Exception) -> None:
+        from .._cancel import Cancelled
+
+        if isinstance(exc, Cancelled):
+            self.progress.finish("Cancelled; the previous result is unchanged.")
+            return
+        message = str(exc) if isinstance(exc, (ValueError, TypeError, OSError)) else (
+            f"Segmentation failed: {type(exc).__name__}: {exc}")
+        self.progress.finish("Failed: " + message)
+        notify_error(message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._set_running(False)
+        if self._evaluate_after:
+            self._evaluate_after = False
+            self.evaluate()
+
+    # -- evaluation -----------------------------------------------------------------------
+    def evaluate(self):
+        """IoU of the segmentation against the chosen ground-truth layer, in a thread worker."""
+        from napari.qt.threading import create_worker
+
+        gt = self.ground_truth.value
+        pred = self._labels_layer
+        if pred is None or pred not in self.viewer.layers:
+            notify_error("Segment first, then compare with the ground truth.")
+            return None
+        if gt is None:
+            notify_error("Choose a ground-truth Labels layer to compare with.")
+            return None
+        classes = (pred.metadata.get("napari_cem", {}) or {}).get("classes")
+        self._cancel_requested = False
+        self._set_running(True)
+        self.progress.start(1, f"Comparing with {gt.name} ...")
+        self._worker = create_worker(
+            _evaluate_job, pred.data, gt.data, classes, lambda: self._cancel_requested,
+            _progress=False,
+            _connect={"yielded": self._on_progress, "returned": lambda e: self._on_evaluated(e, gt.name),
+                      "errored": self._on_error, "finished": self._on_finished})
+        return self._worker
+
+    def _on_evaluated(self, evaluation, gt_name) -> None:
+        self.evaluation = evaluation
+        _fill_table(self.iou_table, evaluation)
+        mean = (f"mean IoU {evaluation.mean_iou_3d:.3f} (3D), {evaluation.mean_iou_2d:.3f} (2D)"
+                if np.isfinite(evaluation.mean_iou_3d) else "no foreground in either")
+        self.iou_info.value = f"Against {gt_name}: {mean}"
+        self.progress.finish(f"Compared with {gt_name}.")
+        notify_info(f"IoU against {gt_name}: {mean}")
+
+
+def _import_torch_stack() -> None:
+    """Import torch and smp on the main thread, before any worker or file load needs them.
+
+    smp imports torchvision, whose ops import ``torch._dynamo``, which probes for triton;
+    loading triton's native library after napari opened its OpenGL canvas segfaults where
+    the GL driver is Mesa llvmpipe (two LLVMs in one process; seen under Xvfb). Nothing
+    here uses torch.compile, so a triton not loaded yet is marked unavailable (the same
+    guard as the Fine-tune widget's).
+    """
+    import sys
+
+    if "triton" not in sys.modules and "segmentation_models_pytorch" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]
+    import segmentation_models_pytorch  # noqa: F401
+    import torch  # noqa: F401
+
+
+def _voxel_size(layer):
+    """(z, y, x) nm from napari-cem's metadata, else the layer's scale when it has units."""
+    meta = layer.metadata.get("napari_cem", {}) if isinstance(layer.metadata, dict) else {}
+    voxel = meta.get("voxel_size")
+    if voxel is not None and len(voxel) == layer.ndim:
+        return tuple(float(v) for v in voxel)
+    units = [str(u) for u in getattr(layer, "units", ())]
+    if any(u not in ("pixel", "") for u in units) and not np.allclose(layer.scale, 1):
+        return tuple(float(s) for s in layer.scale)
+    return None
+
+
+def _make_table():
+    from qtpy.QtWidgets import QAbstractItemView, QTableWidget
+
+    table = QTableWidget(0, 5)
+    table.setHorizontalHeaderLabels(["class", "IoU 3D", "IoU 2D", "GT voxels", "pred voxels"])
+    table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+    table.verticalHeader().setVisible(False)
+    table.setMinimumHeight(110)
+    table.setToolTip("IoU per class, background excluded: 3D over the whole volume, 2D averaged "
+                     "over the slices where the class occurs.")
+    return table
+
+
+def _fill_table(table, evaluation) -> None:
+    from qtpy.QtWidgets import QTableWidgetItem
+
+    rows = evaluation.rows()
+    extra = len(evaluation.classes) > 2
+    table.setRowCount(len(rows) + (1 if extra else 0))
+
+    def fmt(v):
+        return "-" if v is None or not np.isfinite(v) else f"{v:.3f}"
+
+    for r, row in enumerate(rows):
+        for c, text in enumerate([row["class"], fmt(row["iou_3d"]), fmt(row["iou_2d_mean"]),
+                                  f"{row['gt_voxels']:,}", f"{row['pred_voxels']:,}"]):
+            table.setItem(r, c, QTableWidgetItem(text))
+    if extra:
+        for c, text in enumerate(["mean", fmt(evaluation.mean_iou_3d), fmt(evaluation.mean_iou_2d), "", ""]):
+            table.setItem(len(rows), c, QTableWidgetItem(text))
+    table.resizeColumnsToContents()
+
+
+def _load_job(path):
+    from ..model import load_bundle
+
+    return load_bundle(path)
+
+
+def _segment_job(data, bundle, options: dict, should_stop):
+    """Worker: standardise if needed, segment. Yields (done, total, stage); returns the result."""
+    import warnings
+
+    from ..infer import segment
+    from .near_duplicates import _progress_generator
+
+    volume = data
+    if getattr(data, "dtype", None) != np.uint8:
+        from ..io import standardize
+
+        yield (0, 1, "standardising")
+        volume, _info = standardize(data, rgb=False)
+    def background_segment(**kwargs):
+        _lower_this_thread_priority()
+        return segment(**kwargs)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # they are in result.metadata["warnings"]
+        result = yield from _progress_generator(background_segment, volume=volume, bundle=bundle,
+                                                should_stop=should_stop, **options)
+    return result
+
+
+def _lower_this_thread_priority(increment: int = 10) -> None:
+    """Nice the calling thread (Linux: per thread; the OpenMP threads torch starts from it
+    inherit it), so that on a busy CPU napari's main thread is served first."""
+    import os
+    import threading
+
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: run at normal priority
+
+
+def _evaluate_job(pred, gt, classes, should_stop):
+    from ..metrics import evaluate
+    from .near_duplicates import _progress_generator
+
+    return (yield from _progress_generator(evaluate, pred=pred, gt=gt, classes=classes,
+                                           should_stop=should_stop))
