@@ -18,9 +18,10 @@ SUITES = {
     "grouping": "bench_grouping",
     "dhash": "bench_dhash",
     "curate": "bench_curate",
-    "quality": "bench_quality",
+    "pretrain": "bench_pretrain",
     "finetune": "bench_finetune",
     "infer": "bench_infer",
+    "quality": "bench_quality",
 }
 
 

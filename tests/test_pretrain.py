@@ -105,6 +105,17 @@ def test_checkpoint_has_the_released_cem500k_layout(tmp_path):
                  for p in ("weight", "bias")}
     expected |= {"module.queue", "module.queue_ptr"}
     assert set(sd) == expected
+    # the fine-tuning loader takes our checkpoint as it takes the released one: every tensor
+    from napari_cem.model import build_unet
+    from napari_cem.weights import load_encoder_weights
+
+    unet = build_unet(1)
+    info = load_encoder_weights(unet, ckpt_dir / CHECKPOINT_NAME, download=False)
+    assert info["layout"] == "mocov2"
+    assert info["n_tensors_loaded"] == info["n_encoder_tensors"] == 265  # all of ResNet50
+    assert info["norms"] == pytest.approx(ckpt["norms"])
+    torch.testing.assert_close(unet.encoder.state_dict()["layer4.2.conv3.weight"],
+                               sd["module.encoder_q.layer4.2.conv3.weight"])
 
 
 @pytest.mark.slow
