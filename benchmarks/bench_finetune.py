@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -219,6 +220,7 @@ def case_quality(args) -> list[str]:
                    crop_size=args.crop, batch_size=args.batch, device=args.device, planes="xy",
                    amp=args.amp, evaluate=evaluate, evaluate_at=eval_at, lr=args.lr,
                    random_crop_fraction=args.random_fraction, augment=_augment(args),
+                   structure_crop_fraction=getattr(args, "structure_fraction", 0.5),
                    data_source="VNC stack1 slices 0-9")
     results = []
     t0 = time.perf_counter()
@@ -233,6 +235,19 @@ def case_quality(args) -> list[str]:
             results.append((step.iteration, train_s, step.evaluation, step.loss))
             print(json.dumps({"iteration": step.iteration, "train_s": round(train_s, 1),
                               "iou3d": round(step.evaluation, 4), "loss": round(step.loss, 4)}), flush=True)
+    # end to end as a user runs it: the bundle saved, loaded, the slices segmented by
+    # napari_cem.infer.segment (2D stack) and scored by napari_cem.metrics.evaluate
+    from napari_cem.infer import segment
+    from napari_cem.metrics import evaluate as evaluate_labels
+    from napari_cem.model import load_bundle, save_bundle
+
+    save_to = Path(args.save) if args.save else Path(tempfile.mkdtemp()) / "bundle.pt"
+    save_bundle(bundle, save_to)
+    t = time.perf_counter()
+    seg = segment(image[10:], load_bundle(save_to), mode="stack", device=args.device)
+    seg_s = time.perf_counter() - t
+    e2e = evaluate_labels(seg.labels, mito[10:], classes=seg.classes)
+    print(e2e.table(), flush=True)
     info = describe_device(device)
     few = {"none": "all 10 slices painted (dense, complete)", "3slices": "3 painted slices (0, 4, 8)",
            "5rois": "5 painted 256x256 ROIs"}[args.few]
@@ -243,6 +258,9 @@ def case_quality(args) -> list[str]:
               f"{enc['name']} ({enc['frozen']} frozen); batch {args.batch}, crop {args.crop}, "
               f"amp {bundle.training['amp']}, lr {args.lr}, random crops {args.random_fraction}, "
               f"zoom {bundle.training['augment']['scale']}, {info}")
+    figure += (f". End to end (bundle saved and loaded, slices 10-19 segmented by infer.segment "
+               f"stack in {seg_s:.0f} s, scored by metrics.evaluate): IoU 3D {e2e.mean_iou_3d:.3f}, "
+               f"mean 2D {e2e.mean_iou_2d:.3f}")
     if device.type == "cpu":
         figure += f", torch threads {torch.get_num_threads()}"
     if args.note:
@@ -323,6 +341,9 @@ def main(argv=None) -> int:
     p.add_argument("--scale", default=None, help="quality: zoom range LO,HI of the crop side (default 0.7,1.4)")
     p.add_argument("--few", default="none", choices=["none", "3slices", "5rois"])
     p.add_argument("--eval-at", default="100,300", help="quality: iterations at which to measure IoU")
+    p.add_argument("--save", default=None, help="quality: also keep the model bundle here")
+    p.add_argument("--structure-fraction", type=float, default=0.5,
+                   help="quality: share of crops centred on mitochondria")
     p.add_argument("--vnc", default=str(VNC_DIR), help="folder of the VNC data")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--note", default="", help="free text appended to the row (e.g. machine load)")

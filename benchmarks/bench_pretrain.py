@@ -150,7 +150,7 @@ def case_helps(args) -> list[str]:
             ns = argparse.Namespace(device=args.device, vnc=str(vnc), few=args.few,
                                     weights=weights, freeze=freeze, iterations=args.iterations,
                                     eval_at=args.eval_at, crop=args.crop, batch=args.ft_batch,
-                                    amp="auto", lr=3e-3, random_fraction=0.25, scale=None, note=f"encoder: {'our MoCoV2' if weights != 'none' else 'random'}, "
+                                    amp="auto", lr=3e-3, random_fraction=0.25, scale=None, save=None, note=f"encoder: {'our MoCoV2' if weights != 'none' else 'random'}, "
                                                      f"freeze {freeze}")
             rows += bench_finetune.case_quality(ns)
     finally:

@@ -68,6 +68,25 @@ def test_complete_slices_and_rois():
     assert (t[2, :2, :2] == 0).all() and (t[2, 2:] == IGNORE).all()
 
 
+def test_crops_are_centred_on_rare_structures_as_asked():
+    from napari_cem.train import _CropSampler
+
+    image = np.zeros((2, 64, 64), np.uint8)
+    labels = np.zeros((2, 64, 64), np.uint8)
+    labels[0, 10:12, 50:52] = 1  # a rare structure: 4 of 8192 painted pixels
+    labels[1, 30, 30] = 2
+    data = prepare_training_data(image, labels, class_names=["mito", "er"], complete_slices=True)
+    for share in (0.0, 0.5):
+        sampler = _CropSampler(data, 8, 0.0, np.random.default_rng(0), structure_fraction=share)
+        points = [sampler._point(0) for _ in range(2000)]
+        on_mito = np.mean([(k == 0 and 10 <= y < 12 and 50 <= x < 52) for k, y, x in points])
+        on_er = np.mean([(k, y, x) == (1, 30, 30) for k, y, x in points])
+        if share == 0:
+            assert on_mito + on_er < 0.01
+        else:  # both structure classes drawn evenly
+            assert 0.2 < on_mito < 0.3 and 0.2 < on_er < 0.3
+
+
 def test_isotropic_volumes_add_xz_and_yz_planes():
     image = np.zeros((4, 8, 8), np.uint8)
     labels = np.zeros((4, 8, 8), np.uint8)

@@ -228,20 +228,47 @@ def class_weights(fractions: Sequence[float]) -> list[float]:
 
 # -- sampling ----------------------------------------------------------------------------------
 class _CropSampler:
-    """Cuts uint8 windows around annotated points (and a share of random points)."""
+    """Cuts uint8 windows around sampled points: a share *structure_fraction* centred on a
+    pixel of a structure class (classes drawn evenly), the rest on annotated pixels, of
+    which a share *random_fraction* anywhere in a painted slice.
 
-    def __init__(self, data: TrainingData, window: int, random_fraction: float, rng: np.random.Generator):
+    Centring crops on structures matters when they are rare (mitochondria are ~5 % of an
+    ssTEM slice): with crops drawn evenly, a randomly initialised network first learns
+    "all background" and shows nothing for hundreds of iterations.
+    """
+
+    MAX_POINTS = 200_000  # structure pixels kept per class and view (a random subset)
+
+    def __init__(self, data: TrainingData, window: int, random_fraction: float, rng: np.random.Generator,
+                 structure_fraction: float = 0.5):
         self.data = data
         self.window = window
         self.random_fraction = float(random_fraction)
+        self.structure_fraction = float(structure_fraction)
         self.rng = rng
         totals = np.array([w.sum() for w in data.slice_weights])
         self.view_p = totals / totals.sum()
         self.slice_p = [w / w.sum() if w.sum() > 0 else None for w in data.slice_weights]
+        # flat indices of the pixels of each structure class, per view
+        self.structure_points = []
+        for _, tgt, _ in data.views:
+            per_class = []
+            for c in range(1, len(data.classes)):
+                flat = np.flatnonzero(tgt == c)
+                if len(flat) > self.MAX_POINTS:
+                    flat = rng.choice(flat, self.MAX_POINTS, replace=False)
+                if len(flat):
+                    per_class.append(flat)
+            self.structure_points.append(per_class)
 
     def _point(self, view: int) -> tuple[int, int, int]:
         img, tgt, _ = self.data.views[view]
         n, h, w = tgt.shape
+        points = self.structure_points[view]
+        if points and self.rng.random() < self.structure_fraction:
+            flat = points[int(self.rng.integers(len(points)))]
+            k, rest = divmod(int(flat[self.rng.integers(len(flat))]), h * w)
+            return k, rest // w, rest % w
         k = int(self.rng.choice(n, p=self.slice_p[view]))
         if self.rng.random() < self.random_fraction:
             return k, int(self.rng.integers(h)), int(self.rng.integers(w))
@@ -377,7 +404,8 @@ def finetune(image, labels, *, classes: Sequence[str] | None = None, background_
              complete_slices: bool = False, rois=None, planes: str = "auto", voxel_size=None,
              weights=None, freeze: str = "auto", iterations: int = 500, crop_size: int = 512,
              batch_size: int = 16, device="auto", lr: float = 3e-3, weight_decay: float = 0.1,
-             seed: int = 42, random_crop_fraction: float = 0.25, augment: Augment | None = None,
+             seed: int = 42, random_crop_fraction: float = 0.25, structure_crop_fraction: float = 0.5,
+             augment: Augment | None = None,
              amp: str | bool = "auto", channels_last: str | bool = "auto",
              should_stop: Callable[[], bool] | None = None,
              preview_request: Callable[[], np.ndarray | None] | None = None,
@@ -389,7 +417,9 @@ def finetune(image, labels, *, classes: Sequence[str] | None = None, background_
     (``cem500k-mocov2``, ``cem1.5m-swav``; downloaded into the cache when *download*) or a
     checkpoint path. *freeze*: "auto" (= "encoder" with weights, "none" without),
     "encoder" (frozen encoder, BatchNorm statistics kept), "layer4" (only layer4 of the
-    encoder trains), "none" (everything trains). AdamW + OneCycle (max *lr*,
+    encoder trains), "none" (everything trains). Crops: a share *structure_crop_fraction*
+    centred on structure pixels, the rest on painted pixels (*random_crop_fraction* of those
+    anywhere in a painted slice). AdamW + OneCycle (max *lr*,
     *weight_decay*). *preview_request()* may return a 2D uint8 slice: its prediction by the
     current weights comes back in the next ``TrainProgress.preview``. *evaluate(bundle)*
     is called (model in eval mode) after each iteration listed in *evaluate_at*; its
@@ -412,6 +442,8 @@ def finetune(image, labels, *, classes: Sequence[str] | None = None, background_
         raise ValueError(f"The crop size must be a multiple of 32 and at least 64, got {crop_size}.")
     if not 0 <= random_crop_fraction <= 1:
         raise ValueError("random_crop_fraction must be between 0 and 1.")
+    if not 0 <= structure_crop_fraction <= 1:
+        raise ValueError("structure_crop_fraction must be between 0 and 1.")
     aug = augment or Augment()
     data = prepare_training_data(image, labels, class_names=classes, background_label=background_label,
                                  complete_slices=complete_slices, rois=rois, planes=planes,
@@ -455,7 +487,8 @@ def finetune(image, labels, *, classes: Sequence[str] | None = None, background_
     min_side = min(image.shape[-2:])
     if crop > min_side and min_side >= 64:
         crop = max(64, (min_side // 32) * 32)
-    sampler = _CropSampler(data, window_side(crop, aug), random_crop_fraction, rng)
+    sampler = _CropSampler(data, window_side(crop, aug), random_crop_fraction, rng,
+                           structure_fraction=structure_crop_fraction)
     encoder_grad = freeze != "encoder"
     losses: list[float] = []
     ious: list[float | None] = []
@@ -547,7 +580,8 @@ def finetune(image, labels, *, classes: Sequence[str] | None = None, background_
         "n_annotated_pixels": data.n_annotated,
         "label_values": {str(k): v for k, v in sorted(data.value_map.items())},
         "complete_slices": bool(complete_slices), "planes": [v[2] for v in data.views],
-        "augment": aug.as_dict(), "random_crop_fraction": random_crop_fraction, "seed": seed,
+        "augment": aug.as_dict(), "random_crop_fraction": random_crop_fraction,
+        "structure_crop_fraction": structure_crop_fraction, "seed": seed,
     }
     return ModelBundle(model=model, classes=list(data.classes), norms=norms, crop_size=crop,
                        encoder=encoder_info, training=training)
