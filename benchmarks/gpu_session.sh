@@ -31,6 +31,8 @@ python3 -c "import torch, segmentation_models_pytorch as smp; print(torch.__vers
 for m in tifffile zarr numba skimage; do python3 -c "import $m; print('$m', $m.__version__)" >> "$OUT/gpu.txt" 2>&1 || echo "$m missing" >> "$OUT/gpu.txt"; done
 
 B=benchmarks
+# the CUDA code paths first (tests/test_gpu_paths.py; pytest may be absent on a bare machine)
+step gpu_tests 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/test_gpu_paths.py
 step ft_speed_frozen 90 python3 $B/bench_finetune.py --case speed --device cuda --batch 16 --crop 512 --freeze encoder --iterations 100
 step ft_speed_none 90 python3 $B/bench_finetune.py --case speed --device cuda --batch 16 --crop 512 --freeze none --iterations 100
 step ft_speed_plain 90 python3 $B/bench_finetune.py --case speed --device cuda --batch 16 --crop 512 --plain --iterations 100

@@ -180,6 +180,46 @@ def test_bad_input(tmp_path):
                       resume=True))
 
 
+def test_patch_cache_is_memory_mapped_reused_and_refreshed(tmp_path, monkeypatch):
+    import napari_cem.pretrain as pt
+
+    data = _patches(tmp_path / "p", n=10)
+    (data / "broken.tif").write_bytes(b"not a tiff")
+    cache = tmp_path / "out" / "patches_32.npy"
+    first = PatchFolder(data, size=32, cache=cache)
+    assert cache.exists() and cache.with_suffix(".json").exists()
+    assert not cache.with_name(cache.name + ".part").exists()
+    assert len(first) == 10 and first.skipped == 1
+    in_ram = PatchFolder(data, size=32)
+    assert torch.equal(first.data, in_ram.data)
+    # unchanged folder: nothing is decoded again (a resume starts at once)
+    monkeypatch.setattr(pt, "_read_gray", lambda path: (_ for _ in ()).throw(AssertionError(path)))
+    again = PatchFolder(data, size=32, cache=cache)
+    assert torch.equal(again.data, in_ram.data) and again.skipped == 1
+    assert [f.name for f in again.files] == [f.name for f in first.files]
+    monkeypatch.undo()
+    # a new image invalidates the cache
+    tifffile.imwrite(data / "p999.tif", np.full((40, 40), 7, np.uint8))
+    fresh = PatchFolder(data, size=32, cache=cache)
+    assert len(fresh) == 11 and int(fresh.data[-1].float().mean()) == 7
+    # normalisation statistics are those of the pixels
+    mean, std = fresh.norms()
+    pixels = fresh.data.double() / 255
+    assert mean == pytest.approx(float(pixels.mean())) and std == pytest.approx(float(pixels.std()))
+
+
+def test_resume_falls_back_to_the_previous_checkpoint(tmp_path):
+    data = _patches(tmp_path / "p", n=8)
+    out = tmp_path / "out"
+    config = PretrainConfig(epochs=2, **SMALL)
+    list(pretrain(data, out, config, device="cpu"))
+    assert (out / "checkpoint_prev.pth.tar").exists()
+    # a crash between moving the old file aside and putting the new one in place
+    (out / CHECKPOINT_NAME).unlink()
+    logs = list(pretrain(data, out, PretrainConfig(epochs=3, **SMALL), device="cpu", resume=True))
+    assert [log.epoch for log in logs] == [2, 3]
+
+
 def test_cli_pretrain_runs_and_reports_errors(tmp_path, capsys):
     from napari_cem.cli import main
 

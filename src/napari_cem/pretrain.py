@@ -51,7 +51,9 @@ __all__ = [
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
 CHECKPOINT_NAME = "checkpoint.pth.tar"
+PREVIOUS_CHECKPOINT_NAME = "checkpoint_prev.pth.tar"
 LOG_NAME = "log.csv"
+PATCH_CACHE_NAME = "patches_{size}.npy"  # decoded patches, memory-mapped
 
 
 @dataclass
@@ -117,10 +119,15 @@ class PatchFolder:
     Mixed sizes are fine: a larger image contributes a centre crop, a smaller one is
     resized up (the random resized crop of the augmentations then works on equal squares).
     Unreadable files are skipped and counted in ``skipped`` (with the first few reasons).
+
+    With *cache* (a ``.npy`` path) the decoded squares go to a memory-mapped file instead
+    of RAM, so 500,000 patches of 224 x 224 (25 GB) train on a machine with far less
+    memory; the file is reused while the folder's image list is unchanged (a resume does
+    not decode again).
     """
 
     def __init__(self, folder, size: int = 224, progress: Callable[[int, int], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None, cache=None):
         import torch
 
         folder = Path(folder)
@@ -131,30 +138,93 @@ class PatchFolder:
             raise ValueError(f"'{folder}' holds no images ({', '.join(IMAGE_SUFFIXES)}); "
                              "export curated patches there first (napari-cem curate).")
         self.size = int(size)
-        images, self.files, self.skipped, self.reasons = [], [], 0, []
-        for i, path in enumerate(files):
-            if should_stop is not None and should_stop():
-                raise Cancelled("loading patches was cancelled")
-            try:
-                images.append(_to_square(_read_gray(path), self.size))
-                self.files.append(path)
-            except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped, counted
-                self.skipped += 1
-                if len(self.reasons) < 5:
-                    self.reasons.append(f"{path.name}: {exc}")
-            if progress is not None and (i % 256 == 0 or i + 1 == len(files)):
-                progress(i + 1, len(files))
-        if not images:
-            raise ValueError(f"None of the {len(files)} images in '{folder}' could be read "
-                             f"(first: {self.reasons[0] if self.reasons else '?'}).")
-        self.data = torch.from_numpy(np.stack(images))  # (N, size, size) uint8
+        self.files, self.skipped, self.reasons = [], 0, []
+        cache = Path(cache) if cache is not None else None
+        key = self._cache_key(folder, files)
+        array = self._open_cache(cache, key) if cache is not None else None
+        if array is None:
+            if cache is not None:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_name(cache.name + ".part")
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                                shape=(len(files), self.size, self.size))
+            else:
+                out = []
+            n = 0
+            for i, path in enumerate(files):
+                if should_stop is not None and should_stop():
+                    raise Cancelled("loading patches was cancelled")
+                try:
+                    square = _to_square(_read_gray(path), self.size)
+                except Exception as exc:  # noqa: BLE001 - any unreadable file is skipped, counted
+                    self.skipped += 1
+                    if len(self.reasons) < 5:
+                        self.reasons.append(f"{path.name}: {exc}")
+                else:
+                    if cache is not None:
+                        out[n] = square
+                    else:
+                        out.append(square)
+                    self.files.append(path)
+                    n += 1
+                if progress is not None and (i % 256 == 0 or i + 1 == len(files)):
+                    progress(i + 1, len(files))
+            if not n:
+                if cache is not None:
+                    del out
+                    tmp.unlink(missing_ok=True)
+                raise ValueError(f"None of the {len(files)} images in '{folder}' could be read "
+                                 f"(first: {self.reasons[0] if self.reasons else '?'}).")
+            if cache is not None:
+                out.flush()
+                del out
+                os.replace(tmp, cache)
+                import json
+
+                info = {"key": key, "n": n, "size": self.size, "skipped": self.skipped,
+                        "reasons": self.reasons, "files": [str(f.relative_to(folder)) for f in self.files]}
+                cache.with_suffix(".json").write_text(json.dumps(info))
+                array = np.load(cache, mmap_mode="r+")[:n]
+            else:
+                array = np.stack(out)
+        else:
+            array, info = array
+            self.files = [folder / f for f in info["files"]]
+            self.skipped, self.reasons = int(info["skipped"]), list(info["reasons"])
+        self.data = torch.from_numpy(array)  # (N, size, size) uint8, in RAM or memory-mapped
+
+    def _cache_key(self, folder: Path, files: list[Path]) -> str:
+        import hashlib
+
+        h = hashlib.sha1(f"{self.size}".encode())
+        for f in files:
+            st = f.stat()
+            h.update(f"{f.relative_to(folder)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return h.hexdigest()
+
+    def _open_cache(self, cache: Path, key: str):
+        import json
+
+        try:
+            info = json.loads(cache.with_suffix(".json").read_text())
+            if info.get("key") != key or int(info["size"]) != self.size:
+                return None
+            array = np.load(cache, mmap_mode="r+")
+            if array.shape[1:] != (self.size, self.size) or array.shape[0] < int(info["n"]):
+                return None
+            return array[: int(info["n"])], info
+        except (OSError, ValueError, KeyError):
+            return None
 
     def __len__(self) -> int:
         return self.data.shape[0]
 
-    def norms(self) -> tuple[float, float]:
-        """Mean and std of the pixels / 255 (SPEC: normalise by the dataset's statistics)."""
-        x = self.data.float().div_(255)
+    def norms(self, max_images: int = 4096) -> tuple[float, float]:
+        """Mean and std of the pixels / 255 (SPEC: normalise by the dataset's statistics),
+        from up to *max_images* images spread over the data set."""
+        n = len(self)
+        idx = np.linspace(0, n - 1, num=min(n, max_images)).astype(np.int64)
+        x = self.data[idx].double().div_(255)
         return float(x.mean()), float(x.std().clamp_min(1e-3))
 
 
@@ -370,7 +440,13 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
         raise ValueError(f"The queue size ({config.queue_size}) must be a multiple of the batch "
                          f"size ({config.batch_size}).")
 
-    data = PatchFolder(patch_dir, size=max(config.crop, 8), should_stop=should_stop)
+    # decoded patches live in a memory-mapped file beside the checkpoints (rank 0 writes it)
+    cache = out_dir / PATCH_CACHE_NAME.format(size=max(config.crop, 8))
+    if world > 1 and rank != 0:
+        torch.distributed.barrier()
+    data = PatchFolder(patch_dir, size=max(config.crop, 8), should_stop=should_stop, cache=cache)
+    if world > 1 and rank == 0:
+        torch.distributed.barrier()
     n = len(data)
     if n < config.batch_size:
         raise ValueError(f"The batch size ({config.batch_size}) is larger than the data set "
@@ -392,8 +468,9 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
                                 momentum=config.momentum, weight_decay=config.weight_decay)
     start_epoch, iteration = 0, 0
     norms = data.norms()
-    if resume and ckpt_path.exists():
-        ckpt = load_pretrain_checkpoint(ckpt_path, map_location=dev)
+    resume_from = next((c for c in (ckpt_path, out_dir / PREVIOUS_CHECKPOINT_NAME) if c.exists()), None)
+    if resume and resume_from is not None:
+        ckpt = load_pretrain_checkpoint(resume_from, map_location=dev)
         state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
         moco.load_state_dict(state)
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -401,7 +478,7 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
         norms = tuple(float(v) for v in ckpt["norms"])
         if ckpt.get("config", {}).get("queue_size", config.queue_size) != config.queue_size:
             raise ValueError("--resume needs the same --queue as the checkpoint.")
-    elif resume and not ckpt_path.exists():
+    elif resume:
         raise ValueError(f"--resume: no checkpoint in '{out_dir}' to continue from.")
     mean, std = norms
     milestones = config.milestones()
@@ -509,9 +586,12 @@ def _save_checkpoint(moco, optimizer, config, epoch, iteration, norms, path: Pat
             "optimizer": optimizer.state_dict(), "norms": [float(norms[0]), float(norms[1])],
             "iteration": iteration, "config": asdict(config),
             "data": {"n_images": len(data), "skipped": data.skipped}}
+    # the new file is complete before the old one moves aside: a crash leaves one of them
+    tmp = path.with_name(path.name + ".new")
+    _atomic_torch_save(ckpt, tmp)
     if path.exists():
-        os.replace(path, path.with_name("checkpoint_prev.pth.tar"))
-    _atomic_torch_save(ckpt, path)
+        os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_NAME))
+    os.replace(tmp, path)
 
 
 def _append_log(path: Path, log: EpochLog) -> None:

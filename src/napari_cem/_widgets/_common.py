@@ -5,6 +5,13 @@ from __future__ import annotations
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
 
 
+def text_label(value: str = "") -> Label:
+    """A Label that wraps long messages (file paths, results) instead of widening the dock."""
+    label = Label(value=value)
+    label.native.setWordWrap(True)
+    return label
+
+
 def notify_error(message: str) -> None:
     from napari.utils.notifications import show_error
 

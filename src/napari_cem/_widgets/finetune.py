@@ -14,12 +14,12 @@ import datetime as _dt
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
 from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from ._common import ProgressRow, notify_error, notify_info
+from ._common import ProgressRow, notify_error, notify_info, text_label
 from ._state import state_for
 
 WEIGHT_FILE = "local file ..."
@@ -100,6 +100,7 @@ class FinetuneWidget(Container):
         self._stop_requested = False
         self._preview_slice = None  # (layer, z, 2D array) waiting for the training thread
         self._training_layer = None
+        self._pretrained: dict[str, Path] = {}  # Weights label -> checkpoint of Pre-train encoder
 
         self.image = ComboBox(label="Image", choices=self._image_choices,
                               tooltip="The EM image or volume (8-bit) to learn from.")
@@ -122,7 +123,8 @@ class FinetuneWidget(Container):
         self.weights = ComboBox(label="Weights", choices=["none", *KNOWN_WEIGHTS, WEIGHT_FILE],
                                 value="none",
                                 tooltip="Pre-trained encoder: CEM500K MoCoV2, CEM1.5M SwAV (downloaded "
-                                        "once), a local checkpoint, or none (random init).")
+                                        "once), one pre-trained in this viewer (Pre-train encoder), "
+                                        "a local checkpoint, or none (random init).")
         self.weights_file = FileEdit(label="Weights file", mode="r", visible=False)
         self.download_button = PushButton(text="Download weights", visible=False)
         self.iterations = SpinBox(label="Iterations", value=500, min=1, max=100_000, step=50)
@@ -131,7 +133,7 @@ class FinetuneWidget(Container):
         self.batch = SpinBox(label="Batch size", value=16, min=1, max=256,
                              tooltip="Halved automatically if the GPU runs out of memory.")
         self.device = ComboBox(label="Device", choices=list(DEVICE_CHOICES), value="auto")
-        self.device_info = Label(value="")
+        self.device_info = text_label("")
         self.freeze = ComboBox(label="Freeze", choices=list(FREEZE_CHOICES), value="auto",
                                tooltip="auto: frozen encoder with pre-trained weights, everything "
                                        "trains without. layer4: the last encoder block trains too.")
@@ -141,7 +143,7 @@ class FinetuneWidget(Container):
         self.progress = ProgressRow()
         self.progress.cancel_button.text = "Stop"
         self.preview_button = PushButton(text="Preview current slice", enabled=False)
-        self.result = Label(value="No model trained yet.")
+        self.result = text_label("No model trained yet.")
         super().__init__(widgets=[
             self.image, self.labels_layer, self.rois, self.class_names, self.background, self.complete,
             self.weights, self.weights_file, self.download_button, self.iterations, self.crop,
@@ -157,6 +159,8 @@ class FinetuneWidget(Container):
         self.download_button.changed.connect(lambda: self.download())
         self.weights.changed.connect(self._on_weights)
         self.device.changed.connect(self._show_device)
+        self.state.on_pretrained_weights(self._on_pretrained)
+        self._on_pretrained(self.state, select=False)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
         self._show_device()
@@ -204,8 +208,32 @@ class FinetuneWidget(Container):
         if choice in KNOWN_WEIGHTS:
             self.download_button.text = f"Download {choice}"
 
+    def _on_pretrained(self, state, select: bool = True) -> None:
+        """Offer each checkpoint of the Pre-train encoder widget as 'pretrained: <folder>'."""
+        from ..weights import KNOWN_WEIGHTS
+
+        new = None
+        for path in state.pretrained_weights:
+            if path in self._pretrained.values():
+                continue
+            label, n = f"pretrained: {path.parent.name}", 2
+            while label in self._pretrained:
+                label, n = f"pretrained: {path.parent.name} ({n})", n + 1
+            self._pretrained[label] = path
+            new = label
+        if new is None:
+            return
+        self.weights.choices = ["none", *KNOWN_WEIGHTS, *self._pretrained, WEIGHT_FILE]
+        if select:
+            self.weights.value = new
+
     def _weights_spec(self):
         choice = self.weights.value
+        if choice in self._pretrained:
+            path = self._pretrained[choice]
+            if not path.is_file():
+                raise ValueError(f"The pre-trained checkpoint '{path}' is gone; choose other weights.")
+            return str(path)
         if choice == WEIGHT_FILE:
             path = Path(str(self.weights_file.value))
             if not str(self.weights_file.value) or not path.is_file():
@@ -444,8 +472,9 @@ class FinetuneWidget(Container):
         else:
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
+            units = {"units": layer.units} if getattr(layer, "units", None) is not None else {}
             out = self.viewer.add_labels(np.zeros(shape, np.uint8), name=name, scale=layer.scale,
-                                         translate=layer.translate, opacity=0.5)
+                                         translate=layer.translate, opacity=0.5, **units)
         if z is None:
             out.data[...] = labels2d
         else:

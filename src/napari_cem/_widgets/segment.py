@@ -16,12 +16,11 @@ from magicgui.widgets import (
     Container,
     FileEdit,
     FloatSpinBox,
-    Label,
     PushButton,
 )
 
 from ..device import DEVICE_CHOICES
-from ._common import ProgressRow, notify_error, notify_info, notify_warning
+from ._common import ProgressRow, notify_error, notify_info, notify_warning, text_label
 from ._state import state_for
 
 _NO_GT = "none"
@@ -42,7 +41,7 @@ class SegmentWidget(Container):
         self.result = None  # napari_cem.infer.Segmentation of the last whole-volume run
         self.evaluation = None  # napari_cem.metrics.Evaluation of the last comparison
 
-        self.model_info = Label(value="")
+        self.model_info = text_label("")
         self.model_file = FileEdit(label="Model file", mode="r", filter="napari-cem model (*.pt *.pth);;All files (*)",
                                    tooltip="A model bundle saved by Fine-tune (or napari-cem finetune).")
         self.load_button = PushButton(text="Load model file")
@@ -51,7 +50,7 @@ class SegmentWidget(Container):
         self.mode = ComboBox(label="Mode", choices=["stack", "orthoplane"], value="stack",
                              tooltip="stack: predict every xy slice. orthoplane: predict every xy, xz "
                                      "and yz slice and average (for near-isotropic volumes only).")
-        self.mode_note = Label(value="")
+        self.mode_note = text_label("")
         self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.0, max=1.0, step=0.05,
                                       tooltip="One-structure models: a voxel whose probability is above "
                                               "this is the structure. Several classes use the most "
@@ -66,7 +65,7 @@ class SegmentWidget(Container):
         self.ground_truth = ComboBox(label="Ground truth", choices=self._gt_choices,
                                      tooltip="A Labels layer to compare the segmentation with (IoU).")
         self.evaluate_button = PushButton(text="Compare (IoU)", enabled=False)
-        self.iou_info = Label(value="")
+        self.iou_info = text_label("")
         super().__init__(widgets=[
             self.model_info, self.model_file, self.load_button, self.image, self.mode, self.mode_note,
             self.threshold, self.device, self.keep_probs, self.segment_button, self.slice_button,
@@ -259,11 +258,13 @@ class SegmentWidget(Container):
 
     def _show_labels(self, layer, labels, meta) -> None:
         target = self._labels_layer
-        kwargs = {"scale": layer.scale, "translate": layer.translate}
+        kwargs = {"scale": layer.scale, "translate": layer.translate, **_units_of(layer)}
         if target is not None and target in self.viewer.layers:
             target.data = labels
             target.scale = layer.scale
             target.translate = layer.translate
+            if "units" in kwargs:
+                target.units = kwargs["units"]
             target.metadata = meta
             return
         self._labels_layer = self.viewer.add_labels(labels, name=f"{layer.name} segmentation",
@@ -291,7 +292,7 @@ class SegmentWidget(Container):
                 existing.data = p
                 continue
             self._prob_layers[name] = self.viewer.add_image(
-                p, name=f"{layer.name} P({name})", scale=layer.scale, translate=layer.translate,
+                p, name=f"{layer.name} P({name})", scale=layer.scale, translate=layer.translate, **_units_of(layer),
                 colormap="magma", contrast_limits=(0, 255), opacity=0.5, blending="additive",
                 metadata={"napari_cem": {"probability_of": name, "scale": "uint8, 255 = 1.0"}})
         if self._labels_layer is not None:
@@ -460,3 +461,9 @@ def _evaluate_job(pred, gt, classes, should_stop):
 
     return (yield from _progress_generator(evaluate, pred=pred, gt=gt, classes=classes,
                                            should_stop=should_stop))
+
+
+def _units_of(layer) -> dict:
+    """The image layer's physical units, for layers drawn over it (napari warns otherwise)."""
+    units = getattr(layer, "units", None)
+    return {"units": units} if units is not None else {}

@@ -1,0 +1,369 @@
+"""Dock widget "Pre-train encoder": MoCoV2 pre-training of an EM encoder on a folder of patches.
+
+The training runs in a napari thread worker through the Qt-free core
+(``napari_cem.pretrain.pretrain``); this widget only reads its controls, shows progress
+(epochs and the iterations inside them), stops on request and, whenever a checkpoint has
+been written, registers it in the viewer's shared state (``_state.state_for``) so that the
+Fine-tune widget offers it in its Weights choice.
+
+The encoder is a ResNet50 (the CEM500K recipe; the Fine-tune U-Net takes only ResNet50
+encoders). ``extra_config`` overrides other :class:`~napari_cem.pretrain.PretrainConfig`
+fields (e.g. ``{"arch": "resnet18", "crop": 64}`` for a quick trial or a test).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
+
+from ._common import ProgressRow, notify_error, notify_info, text_label
+from ._state import state_for
+
+# the core's messages name the CLI options; the widget's controls have other names
+_CLI_NAMES = {"--batch": "Batch size", "--queue": "Queue size", "--resume": "Resume"}
+
+
+def patch_folder_of(path) -> Path:
+    """The folder of patches for *path*: its ``patches/`` when it is an export folder."""
+    path = Path(path)
+    return path / "patches" if (path / "patches").is_dir() else path
+
+
+def default_output(patches: Path) -> Path:
+    """Beside the patches: ``<export>/moco`` for an export's ``patches/``, else ``<name>-moco``."""
+    patches = Path(patches)
+    name = "moco" if patches.name == "patches" else f"{patches.name}-moco"
+    return patches.parent / name
+
+
+class PretrainWidget(Container):
+    """Pre-train a 1-channel ResNet50 with MoCoV2 on 2D patches; checkpoints go to Fine-tune."""
+
+    def __init__(self, napari_viewer):
+        from ..device import DEVICE_CHOICES
+        from ..pretrain import PretrainConfig
+
+        d = PretrainConfig()
+        self.viewer = napari_viewer
+        self.state = state_for(napari_viewer)
+        self.extra_config: dict = {}
+        self.checkpoint: Path | None = None  # the last checkpoint this widget wrote or resumed
+        self.last_log = None  # the EpochLog of the last finished epoch
+        self._worker = None
+        self._stop_requested = False
+        self._auto_output: str | None = None
+        self._device_type: str | None = None
+        self._run: dict = {}
+
+        self.patches = FileEdit(label="Patches", mode="d",
+                                tooltip="A folder of 2D images (tif, png, jpg, bmp; subfolders too): "
+                                        "an export's patches/ folder, or the export folder itself.")
+        self.output = FileEdit(label="Output folder", mode="d",
+                               tooltip="Where checkpoint.pth.tar (every epoch) and log.csv go. "
+                                       "Empty: beside the patches (<export>/moco).")
+        self.epochs = SpinBox(label="Epochs", value=d.epochs, min=1, max=10_000,
+                              tooltip="200 as CEM500K; the learning rate drops x0.1 at 60 % and 80 %.")
+        self.batch = SpinBox(label="Batch size", value=d.batch_size, min=2, max=4096,
+                             tooltip="128 (CEM500K) is for a GPU; on a CPU use a small batch (8-32). "
+                                     "Must not exceed the number of images.")
+        self.queue = SpinBox(label="Queue size", value=d.queue_size, min=2, max=1_048_576, step=1024,
+                             tooltip="Negative keys kept (65536 as CEM500K); must be a multiple of "
+                                     "the batch size.")
+        self.batch_note = text_label("")
+        self.lr = FloatSpinBox(label="Learning rate", value=d.lr, min=0.0001, max=1.0, step=0.0005,
+                               tooltip="SGD learning rate (0.015 for batch 128).")
+        self.max_minutes = FloatSpinBox(label="Time budget (min)", value=0.0, min=0.0, max=100_000.0,
+                                        step=10.0,
+                                        tooltip="0: no limit. Else stop after the epoch that passes "
+                                                "this many minutes (its checkpoint is kept).")
+        self.device = ComboBox(label="Device", choices=list(DEVICE_CHOICES), value="auto",
+                               tooltip="auto: CUDA GPU, then Apple MPS, then CPU.")
+        self.device_info = text_label("")
+        self.resume = CheckBox(label="Resume", value=False,
+                               tooltip="Continue from the checkpoint in the output folder (same "
+                                       "queue size); without it, a folder holding one is refused.")
+        self.start_button = PushButton(text="Start pre-training")
+        self.progress = ProgressRow()
+        self.progress.cancel_button.text = "Stop"
+        self.result = text_label("No encoder pre-trained yet.")
+        super().__init__(widgets=[
+            self.patches, self.output, self.epochs, self.batch, self.queue, self.batch_note, self.lr,
+            self.max_minutes, self.device, self.device_info, self.resume, self.start_button,
+            self.progress, self.result,
+        ])
+
+        self.start_button.changed.connect(lambda: self.start())
+        self.progress.cancel_button.changed.connect(self.stop)
+        self.patches.changed.connect(self._on_patches)
+        self.device.changed.connect(self._show_device)
+        self.batch.changed.connect(self._update_note)
+        self.queue.changed.connect(self._update_note)
+        self._show_device()
+
+    # -- controls ---------------------------------------------------------------------------
+    @staticmethod
+    def _text(edit) -> str:
+        value = edit.value
+        text = str(value).strip() if value is not None else ""
+        return "" if text in ("", ".") else text
+
+    def _on_patches(self, _value=None) -> None:
+        text = self._text(self.patches)
+        current = self._text(self.output)
+        if not text or (current and current != self._auto_output):
+            return  # the user chose the output folder: keep it
+        self._auto_output = str(default_output(patch_folder_of(text)))
+        self.output.value = self._auto_output
+
+    def _show_device(self, _value=None) -> None:
+        try:
+            from ..device import describe_device, select_device
+
+            dev = select_device(self.device.value)
+            self.device_info.value = str(describe_device(dev))
+            self._device_type = dev.type
+        except Exception as exc:  # a device that is absent: say so, Start will refuse it
+            self.device_info.value = f"unavailable: {exc}"
+            self._device_type = None
+        self._update_note()
+
+    def _update_note(self, _value=None) -> None:
+        batch, queue = int(self.batch.value), int(self.queue.value)
+        note = ""
+        if queue % batch:
+            note = (f"The queue size must be a multiple of the batch size: "
+                    f"{_nearest_multiple(queue, batch)}, for instance.")
+        elif self._device_type == "cpu" and batch > 32:
+            note = f"On the CPU a batch of 8-32 is practical; {batch} is a GPU setting."
+        self.batch_note.value = note
+        self.batch_note.visible = bool(note)
+
+    # -- running ----------------------------------------------------------------------------
+    def _read_inputs(self):
+        from ..pretrain import CHECKPOINT_NAME, IMAGE_SUFFIXES, PretrainConfig
+
+        text = self._text(self.patches)
+        if not text:
+            raise ValueError("Choose the folder of patches (an export's patches/ folder, or any "
+                             "folder of 2D images).")
+        folder = patch_folder_of(text)
+        if not folder.is_dir():
+            raise ValueError(f"'{folder}' is not a folder.")
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() for p in folder.rglob("*")):
+            raise ValueError(f"'{folder}' holds no images ({', '.join(IMAGE_SUFFIXES)}): export "
+                             "curated patches there first (Near-duplicates widget or napari-cem curate).")
+        out = Path(self._text(self.output) or default_output(folder))
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"The output '{out}' is a file; choose a folder.")
+        if out.resolve() == folder.resolve():
+            raise ValueError("Choose an output folder other than the patches folder.")
+        has_checkpoint = (out / CHECKPOINT_NAME).is_file()
+        if self.resume.value and not has_checkpoint:
+            raise ValueError(f"Resume: there is no checkpoint in '{out}' to continue from.")
+        if not self.resume.value and has_checkpoint:
+            raise ValueError(f"'{out}' already holds a checkpoint: tick Resume to continue it, or "
+                             "choose another output folder.")
+        batch, queue = int(self.batch.value), int(self.queue.value)
+        if queue % batch:
+            raise ValueError(f"The queue size ({queue}) must be a multiple of the batch size ({batch}); "
+                             f"use {_nearest_multiple(queue, batch)}, for instance.")
+        minutes = float(self.max_minutes.value)
+        options = dict(epochs=int(self.epochs.value), batch_size=batch, queue_size=queue,
+                       lr=float(self.lr.value), max_minutes=minutes if minutes > 0 else None)
+        options.update(self.extra_config)
+        config = PretrainConfig(**options)
+        from ..device import select_device
+
+        select_device(self.device.value)
+        return folder, out, config
+
+    def start(self):
+        """Start pre-training in a thread worker; returns the worker (None on bad input)."""
+        from napari.qt.threading import create_worker
+
+        if self._worker is not None:
+            return None
+        try:
+            folder, out, config = self._read_inputs()
+        except (ValueError, TypeError, OSError) as exc:
+            notify_error(str(exc))
+            return None
+        _import_torch_stack()
+        resume = bool(self.resume.value)
+        self._stop_requested = False
+        self._run = {"out": out, "config": config, "resume": resume, "epochs_run": 0,
+                     "steps": None}
+        self.last_log = None
+        self._set_running(True)
+        self.progress.start(config.epochs, f"Reading the patches in {folder} ...")
+        self.progress.bar.max = 0  # busy until the first iteration says how many there are
+        self._worker = create_worker(
+            _pretrain_job, folder, out, config, self.device.value, resume,
+            lambda: self._stop_requested, _progress=False,
+            _connect={"yielded": self._on_update, "returned": self._on_done,
+                      "errored": self._on_error, "finished": self._on_finished})
+        return self._worker
+
+    def stop(self) -> None:
+        """Stop after the current iteration; the last finished epoch's checkpoint is kept."""
+        if self._worker is None:
+            return
+        self._stop_requested = True
+        self.progress.status.value = "Stopping after this iteration (the last checkpoint is kept) ..."
+
+    def _set_running(self, running: bool) -> None:
+        self.start_button.enabled = not running
+        for w in (self.patches, self.output, self.epochs, self.batch, self.queue, self.lr,
+                  self.max_minutes, self.device, self.resume):
+            w.enabled = not running
+
+    def _on_update(self, update) -> None:
+        kind, payload = update
+        epochs = self._run["config"].epochs
+        if kind == "step":
+            info, rate = payload
+            steps = info["steps"]
+            if self._run["steps"] is None:
+                self._run["steps"] = steps
+                self.progress.bar.max = max(epochs * steps, 1)
+            speed = f", {rate:.1f} images/s" if rate else ""
+            self.progress.step((info["epoch"] - 1) * steps + info["step"],
+                               f"Epoch {info['epoch']} / {epochs}, step {info['step']} / {steps}: "
+                               f"loss {info['loss']:.3f}, accuracy {info['accuracy']:.2f}{speed}")
+            return
+        log = payload
+        self.last_log = log
+        self._run["epochs_run"] += 1
+        steps = self._run["steps"] or 1
+        self.progress.step(log.epoch * steps,
+                           f"Epoch {log.epoch} / {epochs}: loss {log.loss:.4f}, accuracy "
+                           f"{log.accuracy:.3f}, {log.images_per_s:.1f} images/s, lr {log.lr:.3g}")
+        self._register()
+
+    def _register(self) -> bool:
+        """Offer the checkpoint of the output folder to the Fine-tune widget (if there is one)."""
+        from ..pretrain import CHECKPOINT_NAME
+
+        path = self._run["out"] / CHECKPOINT_NAME
+        if not path.is_file():
+            return False
+        self.checkpoint = path
+        self.state.add_pretrained_weights(path)
+        return True
+
+    def _on_done(self, summary) -> None:
+        config, out = self._run["config"], self._run["out"]
+        log = self.last_log
+        if summary["stopped"]:
+            saved = self._run["epochs_run"] > 0 or self._run["resume"]
+            if saved and self._register():
+                where = f"epoch {log.epoch}" if log is not None else "the resumed checkpoint"
+                message = (f"Stopped; the checkpoint of {where} is kept in {out} (offered in "
+                           "Fine-tune's Weights).")
+            else:
+                message = "Stopped before the first epoch ended; nothing was saved."
+            self.result.value = message
+            self.progress.finish(message)
+            return
+        self._register()
+        if log is None:  # resumed a checkpoint that already has the requested epochs
+            message = (f"Nothing to do: the checkpoint in {out} already has {config.epochs} or more "
+                       "epochs; raise Epochs to continue it.")
+        else:
+            budget = "" if log.epoch >= config.epochs else (
+                f" (time budget of {config.max_minutes:g} min reached)")
+            message = (f"Pre-trained to epoch {log.epoch} / {config.epochs}{budget}: loss "
+                       f"{log.loss:.4f}, accuracy {log.accuracy:.3f}. Checkpoint in {out}, offered "
+                       f"in Fine-tune's Weights as 'pretrained: {out.name}'.")
+        self.result.value = message
+        self.progress.finish(message)
+        notify_info(message)
+
+    def _on_error(self, exc: Exception) -> None:
+        message = str(exc) if isinstance(exc, (ValueError, OSError, RuntimeError)) else (
+            f"Pre-training failed: {type(exc).__name__}: {exc}")
+        for cli, label in _CLI_NAMES.items():
+            message = message.replace(cli, label)
+        if "out of memory" in message.lower():
+            message = f"The device ran out of memory: use a smaller Batch size. ({message})"
+        if self._run.get("epochs_run") and self._register():
+            message += f" The checkpoint of epoch {self.last_log.epoch} is kept in {self._run['out']}."
+        self.result.value = "Failed: " + message
+        self.progress.finish("Failed: " + message)
+        notify_error(message)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._set_running(False)
+
+
+def _nearest_multiple(value: int, step: int) -> int:
+    return max(step, round(value / step) * step)
+
+
+def _import_torch_stack() -> None:
+    """Import torch and torchvision on the main thread before the worker uses them.
+
+    The Fine-tune widget's guard, without smp: torchvision's ops import ``torch._dynamo``,
+    which probes for triton, and loading triton's native library after napari opened its
+    OpenGL canvas segfaults where the GL driver is Mesa llvmpipe (seen under Xvfb).
+    Nothing here uses torch.compile, so a triton not loaded yet is marked unavailable.
+    """
+    import sys
+
+    if "triton" not in sys.modules and "torchvision" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]
+    import torch  # noqa: F401
+    import torchvision  # noqa: F401
+
+
+def _pretrain_job(folder, out, config, device, resume, should_stop):
+    """Worker: run the core in a helper thread; yield ("step", (info, images/s)) per iteration
+    and ("epoch", EpochLog) per epoch; return {"stopped": bool}."""
+    import queue
+    import threading
+    import time
+
+    from .._cancel import Cancelled
+    from ..pretrain import pretrain
+    from .segment import _lower_this_thread_priority
+
+    updates: queue.SimpleQueue = queue.SimpleQueue()
+    box: dict = {}
+    halt = [False]  # set when this generator is closed: the helper then stops too
+    clock = {"last": None, "rate": None}
+
+    def progress(info):
+        now = time.perf_counter()
+        if clock["last"] is not None and info["step"] > 1:
+            # (the first step of an epoch would include the previous epoch's checkpoint)
+            rate = config.batch_size / max(now - clock["last"], 1e-9)
+            clock["rate"] = rate if clock["rate"] is None else 0.7 * clock["rate"] + 0.3 * rate
+        clock["last"] = now
+        updates.put(("step", (info, clock["rate"])))
+
+    def work():
+        _lower_this_thread_priority()
+        try:
+            for log in pretrain(folder, out, config, device=device, resume=resume, progress=progress,
+                                should_stop=lambda: halt[0] or should_stop()):
+                updates.put(("epoch", log))
+        except Cancelled:
+            box["stopped"] = True
+        except BaseException as exc:  # re-raised in the worker thread below
+            box["error"] = exc
+        finally:
+            updates.put(None)
+
+    thread = threading.Thread(target=work, name="napari-cem-pretrain", daemon=True)
+    thread.start()
+    try:
+        while (item := updates.get()) is not None:
+            yield item
+    finally:
+        halt[0] = True
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return {"stopped": bool(box.get("stopped"))}
