@@ -54,7 +54,8 @@ def test_training_saves_the_bundle_and_makes_it_active(widget, qtbot, tmp_path):
     state.on_model_changed(changes.append)
     assert widget.image.value is widget.viewer.layers["em"]
     assert widget.labels_layer.value is widget.viewer.layers["paint"]
-    assert widget.device_info.value.startswith("cpu")
+    # torch is imported in the background; the device line fills in when it is
+    qtbot.waitUntil(lambda: widget.device_info.value.startswith("cpu"), timeout=60_000)
     widget.start()
     _wait_idle(qtbot, widget)
     path = tmp_path / "model.pt"

@@ -2,7 +2,55 @@
 
 from __future__ import annotations
 
+import sys
+import threading
+
 from magicgui.widgets import Container, Label, ProgressBar, PushButton
+
+_torch_import: threading.Thread | None = None
+_torch_import_error: list[BaseException] = []
+
+
+def preload_torch_stack() -> None:
+    """Start importing torch and smp in a background thread (once per process).
+
+    Importing them takes seconds; done on the main thread it freezes the viewer. smp
+    imports torchvision, whose ops import ``torch._dynamo``, which probes for triton, and
+    loading triton's native library after napari opened its OpenGL canvas segfaults under
+    Mesa (two LLVMs in one process). Nothing here uses torch.compile, so a triton not
+    loaded yet is marked unavailable first (``import triton`` then raises ImportError,
+    which torch handles).
+    """
+    global _torch_import
+    if _torch_import is not None or "segmentation_models_pytorch" in sys.modules:
+        return
+    if "triton" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]
+
+    def _import():
+        try:
+            import segmentation_models_pytorch  # noqa: F401
+            import torch  # noqa: F401
+        except BaseException as exc:  # noqa: BLE001 - re-raised by wait_for_torch_stack
+            _torch_import_error.append(exc)
+
+    _torch_import = threading.Thread(target=_import, name="napari-cem-import-torch", daemon=True)
+    _torch_import.start()
+
+
+def torch_stack_ready() -> bool:
+    """True once torch and smp are imported (the UI may then use them without a stall)."""
+    return "segmentation_models_pytorch" in sys.modules and (
+        _torch_import is None or not _torch_import.is_alive())
+
+
+def wait_for_torch_stack() -> None:
+    """Block until torch and smp are imported (call it from a worker thread, not the UI)."""
+    preload_torch_stack()
+    if _torch_import is not None:
+        _torch_import.join()
+    if _torch_import_error:
+        raise _torch_import_error[0]
 
 
 def text_label(value: str = "") -> Label:

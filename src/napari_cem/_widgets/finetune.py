@@ -15,11 +15,19 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
-from qtpy.QtCore import QPointF, Qt
+from qtpy.QtCore import QPointF, Qt, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
-from ._common import ProgressRow, notify_error, notify_info, text_label
+from ._common import (
+    ProgressRow,
+    notify_error,
+    notify_info,
+    preload_torch_stack,
+    text_label,
+    torch_stack_ready,
+    wait_for_torch_stack,
+)
 from ._state import state_for
 
 WEIGHT_FILE = "local file ..."
@@ -159,6 +167,7 @@ class FinetuneWidget(Container):
         self.download_button.changed.connect(lambda: self.download())
         self.weights.changed.connect(self._on_weights)
         self.device.changed.connect(self._show_device)
+        preload_torch_stack()  # seconds of imports, off the UI thread
         self.state.on_pretrained_weights(self._on_pretrained)
         self._on_pretrained(self.state, select=False)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
@@ -191,6 +200,13 @@ class FinetuneWidget(Container):
         self.rois.reset_choices()
 
     def _show_device(self, _value=None) -> None:
+        if not torch_stack_ready():  # torch is still being imported in the background
+            try:
+                self.device_info.value = "finding the compute device ..."
+            except RuntimeError:  # the widget was closed meanwhile
+                return
+            QTimer.singleShot(250, self._show_device)
+            return
         try:
             from ..device import describe_device, select_device
 
@@ -341,14 +357,11 @@ class FinetuneWidget(Container):
             names = [n.strip() for n in self.class_names.value.split(",") if n.strip()] or None
             bg = self.background.value
             background = None if bg == "auto" else (0 if bg.startswith("unpainted") else int(bg))
-            from ..device import select_device
-
-            select_device(self.device.value)
         except ValueError as exc:
             notify_error(str(exc))
             return None
         out = self._output_path(image_layer)
-        _import_torch_stack()
+        preload_torch_stack()  # the worker waits for it: the viewer never does
         options = dict(
             classes=names, background_label=background, complete_slices=bool(self.complete.value),
             rois=rois, voxel_size=self._voxel_size(image_layer), weights=weights,
@@ -482,26 +495,9 @@ class FinetuneWidget(Container):
         out.refresh()
 
 
-def _import_torch_stack() -> None:
-    """Import torch and smp on the main thread before any worker uses them.
-
-    smp imports torchvision, whose ops import ``torch._dynamo``, which probes for triton.
-    Importing triton's native library *after* napari has opened its OpenGL canvas
-    segfaults the process where the GL driver is Mesa (llvmpipe: two LLVMs in one process;
-    seen under Xvfb). We do not use torch.compile, so when triton is not loaded yet we mark
-    it unavailable for this napari process (``import triton`` then raises ImportError,
-    which torch handles) instead of risking the crash.
-    """
-    import sys
-
-    if "triton" not in sys.modules and "segmentation_models_pytorch" not in sys.modules:
-        sys.modules["triton"] = None  # type: ignore[assignment]
-    import segmentation_models_pytorch  # noqa: F401
-    import torch  # noqa: F401
-
-
 def _train_job(image, labels, options, out_path):
     """Worker body: train (yielding progress), save the bundle atomically, return it."""
+    wait_for_torch_stack()
     from ..model import save_bundle
     from ..train import finetune
 
