@@ -17,7 +17,7 @@ from pathlib import Path
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
 
-from ._common import ProgressRow, notify_error, notify_info, text_label
+from ._common import ProgressRow, notify_error, notify_info, text_label, wait_for_torch_stack
 from ._state import state_for
 
 # the core's messages name the CLI options; the widget's controls have other names
@@ -189,7 +189,7 @@ class PretrainWidget(Container):
         except (ValueError, TypeError, OSError) as exc:
             notify_error(str(exc))
             return None
-        _import_torch_stack()
+        wait_for_torch_stack()  # torch + smp (the triton guard is in there)
         resume = bool(self.resume.value)
         self._stop_requested = False
         self._run = {"out": out, "config": config, "resume": resume, "epochs_run": 0,
@@ -300,22 +300,6 @@ class PretrainWidget(Container):
 
 def _nearest_multiple(value: int, step: int) -> int:
     return max(step, round(value / step) * step)
-
-
-def _import_torch_stack() -> None:
-    """Import torch and torchvision on the main thread before the worker uses them.
-
-    The Fine-tune widget's guard, without smp: torchvision's ops import ``torch._dynamo``,
-    which probes for triton, and loading triton's native library after napari opened its
-    OpenGL canvas segfaults where the GL driver is Mesa llvmpipe (seen under Xvfb).
-    Nothing here uses torch.compile, so a triton not loaded yet is marked unavailable.
-    """
-    import sys
-
-    if "triton" not in sys.modules and "torchvision" not in sys.modules:
-        sys.modules["triton"] = None  # type: ignore[assignment]
-    import torch  # noqa: F401
-    import torchvision  # noqa: F401
 
 
 def _pretrain_job(folder, out, config, device, resume, should_stop):

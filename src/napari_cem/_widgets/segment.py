@@ -20,7 +20,14 @@ from magicgui.widgets import (
 )
 
 from ..device import DEVICE_CHOICES
-from ._common import ProgressRow, notify_error, notify_info, notify_warning, text_label
+from ._common import (
+    ProgressRow,
+    notify_error,
+    notify_info,
+    notify_warning,
+    text_label,
+    wait_for_torch_stack,
+)
 from ._state import state_for
 
 _NO_GT = "none"
@@ -30,7 +37,7 @@ class SegmentWidget(Container):
     """Segment an Image layer with the active U-Net into a Labels layer; compare with ground truth."""
 
     def __init__(self, napari_viewer):
-        _import_torch_stack()
+        wait_for_torch_stack()  # torch + smp (the triton guard is in there)
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)
         self._worker = None
@@ -348,23 +355,6 @@ class SegmentWidget(Container):
         self.iou_info.value = f"Against {gt_name}: {mean}"
         self.progress.finish(f"Compared with {gt_name}.")
         notify_info(f"IoU against {gt_name}: {mean}")
-
-
-def _import_torch_stack() -> None:
-    """Import torch and smp on the main thread, before any worker or file load needs them.
-
-    smp imports torchvision, whose ops import ``torch._dynamo``, which probes for triton;
-    loading triton's native library after napari opened its OpenGL canvas segfaults where
-    the GL driver is Mesa llvmpipe (two LLVMs in one process; seen under Xvfb). Nothing
-    here uses torch.compile, so a triton not loaded yet is marked unavailable (the same
-    guard as the Fine-tune widget's).
-    """
-    import sys
-
-    if "triton" not in sys.modules and "segmentation_models_pytorch" not in sys.modules:
-        sys.modules["triton"] = None  # type: ignore[assignment]
-    import segmentation_models_pytorch  # noqa: F401
-    import torch  # noqa: F401
 
 
 def _voxel_size(layer):
