@@ -33,3 +33,14 @@ def vnc_dir() -> Path:
     if not (VNC_DIR / "stack1_image.tif").exists():
         pytest.skip("real EM data ../shared/data/vnc is not present")
     return VNC_DIR
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One intra-op torch thread: much faster than two on a shared 2-core machine; restored after."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cem._widgets._state import state_for
 from napari_cem._widgets.finetune import FinetuneWidget
@@ -12,12 +11,7 @@ from napari_cem.model import load_bundle
 from napari_cem.synthetic import make_em_volume
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

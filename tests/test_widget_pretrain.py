@@ -19,12 +19,7 @@ from napari_cem.pretrain import CHECKPOINT_NAME, load_pretrain_checkpoint  # noq
 TINY = {"arch": "resnet18", "crop": 32, "dim": 16}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def _export(folder: Path, n: int = 8) -> Path:
