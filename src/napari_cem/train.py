@@ -35,6 +35,7 @@ import numpy as np
 
 from ._cancel import Cancelled
 from .augment import IGNORE, Augment, augment_batch, window_side
+from .patches import is_isotropic
 
 __all__ = ["FREEZE_CHOICES", "TrainProgress", "TrainingData", "class_weights", "finetune",
            "masked_loss", "prepare_training_data", "run_finetune"]
@@ -72,14 +73,6 @@ class TrainingData:
 
 
 # -- labels -> targets -----------------------------------------------------------------------
-def _is_isotropic(voxel_size, tolerance: float = 0.2) -> bool:
-    if voxel_size is None or len(voxel_size) != 3:
-        return False
-    z, y, x = (float(v) for v in voxel_size)
-    xy = (y + x) / 2
-    return xy > 0 and abs(z - xy) <= tolerance * xy
-
-
 def prepare_training_data(image, labels, *, class_names: Sequence[str] | None = None,
                           background_label: int | None = None, complete_slices: bool = False,
                           rois: Sequence[Sequence[int]] | None = None, planes: str = "auto",
@@ -203,7 +196,7 @@ def prepare_training_data(image, labels, *, class_names: Sequence[str] | None = 
     fractions = (counts / max(n_annotated, 1)).tolist()
 
     if planes == "auto":
-        planes = "all" if image.ndim == 3 and _is_isotropic(voxel_size) else "xy"
+        planes = "all" if image.ndim == 3 and is_isotropic(voxel_size) else "xy"
     if planes not in ("xy", "all"):
         raise ValueError(f"planes must be 'auto', 'xy' or 'all', got {planes!r}.")
     img3 = image[None] if image.ndim == 2 else image
