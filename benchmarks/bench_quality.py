@@ -40,14 +40,10 @@ PAPER = "paper ResNet34: 0.962 on its own test set"
 
 def crop(stacks: dict, r: dict) -> np.ndarray:
     """The patch of one labels row; outside the image is zero padding (see data/README.md)."""
-    v = stacks[r["stack"]][int(r["slice"])]
-    y, x, h, w = (int(r[k]) for k in ("y", "x", "height", "width"))
-    out = np.zeros((h, w), np.uint8)
-    y0, x0 = max(y, 0), max(x, 0)
-    y1, x1 = min(y + h, v.shape[0]), min(x + w, v.shape[1])
-    if y1 > y0 and x1 > x0:
-        out[y0 - y:y1 - y, x0 - x:x1 - x] = v[y0:y1, x0:x1]
-    return out
+    from napari_cem.patches import crop_padded
+
+    return crop_padded(stacks[r["stack"]][int(r["slice"])],
+                       *(int(r[k]) for k in ("y", "x", "height", "width")))
 
 
 def load(vnc: Path):

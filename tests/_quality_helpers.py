@@ -61,11 +61,7 @@ def make_labelled_export(folder, n_inf: int = 16, n_uninf: int = 8, seed: int = 
 
 def crop_labelled(stacks: dict, row: dict) -> np.ndarray:
     """The patch of one row of vnc_informative_labels.csv (outside the image: zero padding)."""
-    v = stacks[row["stack"]][int(row["slice"])]
-    y, x, h, w = (int(row[k]) for k in ("y", "x", "height", "width"))
-    out = np.zeros((h, w), np.uint8)
-    y0, x0 = max(y, 0), max(x, 0)
-    y1, x1 = min(y + h, v.shape[0]), min(x + w, v.shape[1])
-    if y1 > y0 and x1 > x0:
-        out[y0 - y:y1 - y, x0 - x:x1 - x] = v[y0:y1, x0:x1]
-    return out
+    from napari_cem.patches import crop_padded
+
+    return crop_padded(stacks[row["stack"]][int(row["slice"])],
+                       *(int(row[k]) for k in ("y", "x", "height", "width")))

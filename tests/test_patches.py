@@ -323,3 +323,12 @@ def test_should_stop_raises_cancelled():
             got.append(batch)
     assert len(got) == 2 and len(calls) == 3
     assert list(P.iter_patch_batches(_coded((2, 32, 32)), patch_size=16, should_stop=lambda: False))
+
+
+def test_crop_padded_fills_outside_the_image_with_zeros():
+    from napari_cem.patches import crop_padded
+
+    a = np.arange(16, dtype=np.uint8).reshape(4, 4) + 1
+    assert crop_padded(a, 1, 1, 2, 2).tolist() == [[6, 7], [10, 11]]
+    assert crop_padded(a, -1, 2, 3, 3).tolist() == [[0, 0, 0], [3, 4, 0], [7, 8, 0]]
+    assert not crop_padded(a, 10, 10, 2, 2).any()

@@ -27,6 +27,7 @@ __all__ = [
     "PatchBatch",
     "axis_starts",
     "count_patches",
+    "crop_padded",
     "is_isotropic",
     "iter_patch_batches",
     "patch_grid",
@@ -293,6 +294,17 @@ def read_patch(volume, plane, slice_index, y, x, height, width) -> np.ndarray:
             "is it the same volume?"
         )
     return _read_block(volume, plane, slice_index, slice_index + 1, y, y + height, x, x + width)[0]
+
+
+def crop_padded(image2d: np.ndarray, y: int, x: int, height: int, width: int) -> np.ndarray:
+    """The (height, width) window of a 2D image at (y, x); what lies outside the image is 0,
+    as at a volume's border (labelled patches may overhang it)."""
+    out = np.zeros((int(height), int(width)), image2d.dtype)
+    y0, x0 = max(y, 0), max(x, 0)
+    y1, x1 = min(y + height, image2d.shape[0]), min(x + width, image2d.shape[1])
+    if y1 > y0 and x1 > x0:
+        out[y0 - y:y1 - y, x0 - x:x1 - x] = image2d[y0:y1, x0:x1]
+    return out
 
 
 def provenance_to_volume_coords(plane, slice_index, y, x) -> tuple[int, int, int]:
