@@ -193,6 +193,10 @@ def _augment(args):
         aug.scale = (lo, hi)
         if lo == hi == 1.0:
             aug.aspect = (1.0, 1.0)
+    if args.angles:
+        aug.angles = args.angles
+    if args.intensity is not None:
+        aug.brightness = aug.contrast = args.intensity
     return aug
 
 
@@ -253,11 +257,14 @@ def case_quality(args) -> list[str]:
            "5rois": "5 painted 256x256 ROIs"}[args.few]
     curve = "; ".join(f"{it} it: IoU {iou:.3f} at {sec:.0f} s" for it, sec, iou, _ in results)
     enc = bundle.encoder
+    a = bundle.training["augment"]
     figure = (f"3D IoU mito on slices 10-19 = {results[-1][2]:.3f} after {results[-1][0]} iterations "
               f"({results[-1][1]:.0f} s training); curve: {curve}. Training: {few}; encoder "
               f"{enc['name']} ({enc['frozen']} frozen); batch {args.batch}, crop {args.crop}, "
               f"amp {bundle.training['amp']}, lr {args.lr}, random crops {args.random_fraction}, "
-              f"zoom {bundle.training['augment']['scale']}, {info}")
+              f"zoom {a['scale']}, rotation {a['angles'] if a['rotate'] else 'none'}, "
+              f"brightness/contrast +-{a['brightness']}/{a['contrast']}, "
+              f"structure-centred crops {bundle.training['structure_crop_fraction']}, {info}")
     figure += (f". End to end (bundle saved and loaded, slices 10-19 segmented by infer.segment "
                f"stack in {seg_s:.0f} s, scored by metrics.evaluate): IoU 3D {e2e.mean_iou_3d:.3f}, "
                f"mean 2D {e2e.mean_iou_2d:.3f}")
@@ -351,6 +358,9 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=3e-3, help="quality: OneCycle max lr")
     p.add_argument("--random-fraction", type=float, default=0.25, help="quality: share of random crops")
     p.add_argument("--scale", default=None, help="quality: zoom range LO,HI of the crop side (default 0.7,1.4)")
+    p.add_argument("--angles", default=None, choices=["any", "right"], help="quality: rotation angles")
+    p.add_argument("--intensity", type=float, default=None,
+                   help="quality: brightness and contrast jitter +-value (default 0.3)")
     p.add_argument("--few", default="none", choices=["none", "3slices", "5rois"])
     p.add_argument("--eval-at", default="100,300", help="quality: iterations at which to measure IoU")
     p.add_argument("--wait-import", action="store_true",

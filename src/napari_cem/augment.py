@@ -26,7 +26,8 @@ IGNORE = 255
 class Augment:
     """Which augmentations to use and how strong."""
 
-    rotate: bool = True  # uniform angle in [-180, 180) degrees
+    rotate: bool = True  # see *angles*
+    angles: str = "any"  # "any": uniform in [-180, 180) degrees; "right": quarter turns only (exact)
     flips: bool = True  # horizontal and vertical, p 0.5 each
     scale: tuple[float, float] = (0.7, 1.4)  # side of the source window / crop side
     aspect: tuple[float, float] = (0.67, 1.5)
@@ -43,9 +44,13 @@ class Augment:
 def window_side(crop: int, aug: Augment) -> int:
     """Side of the uint8 window to cut so that any augmented crop stays inside it."""
     factor = max(aug.scale) * math.sqrt(max(aug.aspect))
-    if aug.rotate:
+    if aug.rotate and aug.angles != "right":
         factor *= math.sqrt(2.0)
-    return int(math.ceil(crop * max(factor, 1.0))) + 2
+    side = int(math.ceil(crop * max(factor, 1.0))) + 2
+    # the same parity as the crop: then an unrotated, unzoomed crop samples the window at
+    # its pixel centres (an exact copy); an odd margin would sample half-way between
+    # pixels, a 2 x 2 box blur on every training crop that the images to segment never have
+    return side + (side - crop) % 2
 
 
 def augment_batch(images, targets, crop: int, aug: Augment, norms, generator, *,
@@ -73,7 +78,14 @@ def augment_batch(images, targets, crop: int, aug: Augment, norms, generator, *,
         log_a = uniform(math.log(aug.aspect[0]), math.log(aug.aspect[1]))
         sx = side * torch.exp(log_a / 2)
         sy = side / torch.exp(log_a / 2)
-        angle = uniform(-math.pi, math.pi) if aug.rotate else torch.zeros(b)
+        if not aug.rotate:
+            angle = torch.zeros(b)
+        elif aug.angles == "right":
+            angle = torch.randint(0, 4, (b,), generator=generator) * (math.pi / 2)
+        elif aug.angles == "any":
+            angle = uniform(-math.pi, math.pi)
+        else:
+            raise ValueError(f"angles must be 'any' or 'right', got {aug.angles!r}.")
         if aug.flips:
             sx = sx * torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
             sy = sy * torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
@@ -84,6 +96,7 @@ def augment_batch(images, targets, crop: int, aug: Augment, norms, generator, *,
     # the crop spans crop/W of it, times the scale, rotated.
     fx, fy = crop / ww, crop / wh
     cos, sin = torch.cos(angle), torch.sin(angle)
+    cos, sin = _snap(cos), _snap(sin)  # quarter turns exact (cos(pi/2) is 6e-17, not 0)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = cos * sx * fx
     theta[:, 0, 1] = -sin * sy * fx
@@ -111,6 +124,14 @@ def augment_batch(images, targets, crop: int, aug: Augment, norms, generator, *,
         x = x.clamp_(0.0, 1.0)
     x = (x - float(norms[0])) / float(norms[1])
     return x, y.squeeze(1).round_().long()
+
+
+def _snap(values, eps=1e-6):
+    """Round values within *eps* of -1, 0 or 1 to them."""
+    import torch
+
+    rounded = torch.round(values)
+    return torch.where((values - rounded).abs() < eps, rounded, values)
 
 
 def _gaussian_blur(x, sigma, apply):
