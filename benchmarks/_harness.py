@@ -31,6 +31,14 @@ def machine() -> str:
                     break
     except OSError:
         pass
+    flags = _cpu_flags()
+    # what decides the CPU figures: native bf16 (AMX / AVX-512 BF16) or not
+    if "amx_bf16" in flags:
+        cpu += " (AMX bf16)"
+    elif "avx512_bf16" in flags:
+        cpu += " (AVX-512 bf16)"
+    elif "avx2" in flags:
+        cpu += " (AVX2, no bf16)"
     try:
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     except (ValueError, OSError):
@@ -44,6 +52,17 @@ def machine() -> str:
     except ImportError:
         pass
     return f"{os.cpu_count()} cores {cpu}, {mem:.0f} GiB RAM{gpu}"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 def peak_rss_mib() -> float:

@@ -187,7 +187,7 @@ def _iou3d(model_bundle, image, truth, device) -> float:
 def _augment(args):
     from napari_cem.augment import Augment
 
-    aug = Augment()
+    aug = Augment.preset(args.augment)
     if args.scale:
         lo, hi = (float(v) for v in args.scale.split(","))
         aug.scale = (lo, hi)
@@ -357,7 +357,9 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default="none", help="quality: encoder weights (name or file)")
     p.add_argument("--lr", type=float, default=3e-3, help="quality: OneCycle max lr")
     p.add_argument("--random-fraction", type=float, default=0.25, help="quality: share of random crops")
-    p.add_argument("--scale", default=None, help="quality: zoom range LO,HI of the crop side (default 0.7,1.4)")
+    p.add_argument("--scale", default=None, help="quality: zoom range LO,HI of the crop side (1,1 = no zoom)")
+    p.add_argument("--augment", default="default", choices=["default", "cem500k"],
+                   help="quality: augmentation preset (then --scale/--angles/--intensity override)")
     p.add_argument("--angles", default=None, choices=["any", "right"], help="quality: rotation angles")
     p.add_argument("--intensity", type=float, default=None,
                    help="quality: brightness and contrast jitter +-value (default 0.3)")

@@ -18,13 +18,14 @@ def _windows(side, n=3, seed=0):
 
 
 @pytest.mark.parametrize("crop", [64, 96, 224, 256])
-@pytest.mark.parametrize("rotate", [True, False])
-def test_an_untransformed_crop_is_an_exact_copy_of_the_window_centre(crop, rotate):
+@pytest.mark.parametrize("recipe", ["default", "cem500k", "no rotation"])
+def test_an_untransformed_crop_is_an_exact_copy_of_the_window_centre(crop, recipe):
     # The window is cut larger than the crop (room for rotation and zoom). With no transform
     # drawn, the crop must be the window's centre pixel for pixel: sampling between pixels
     # would blur every training crop (a 2 x 2 box on pixel noise halves its std), which the
     # images to segment never are.
-    side = window_side(crop, Augment(rotate=rotate))
+    aug = Augment(rotate=False) if recipe == "no rotation" else Augment.preset(recipe)
+    side = window_side(crop, aug)
     images, targets = _windows(side)
     x, y = augment_batch(images, targets, crop, Augment(rotate=False, **STILL), (0.0, 1.0),
                          torch.Generator().manual_seed(0))
@@ -36,7 +37,8 @@ def test_an_untransformed_crop_is_an_exact_copy_of_the_window_centre(crop, rotat
 
 def test_rotations_and_zoom_keep_image_and_labels_aligned_and_inside_the_window():
     crop = 128
-    aug = Augment(p_intensity=0.0)
+    aug = Augment.cem500k()  # any angle and zoom: the resampling path
+    aug.p_intensity = 0.0
     side = window_side(crop, aug)
     # image bright exactly where the label is 1: any misalignment shows as disagreement
     yy, xx = np.mgrid[:side, :side]
@@ -94,3 +96,14 @@ def test_quarter_turns_are_exact():
     assert len(seen) >= 3  # several turns were drawn
     with pytest.raises(ValueError, match="angles"):
         augment_batch(images, targets, crop, Augment(angles="oblique"), (0.0, 1.0), torch.Generator())
+
+
+def test_presets():
+    assert Augment.preset("default") == Augment()
+    paper = Augment.preset("cem500k")
+    assert paper.angles == "any" and paper.scale == (0.7, 1.4) and paper.brightness == 0.3
+    # the paper's window leaves room for any angle and the largest zoom
+    assert window_side(256, paper) > 256 * 1.4 * 1.4
+    assert window_side(256, Augment()) == 258  # quarter turns need no margin
+    with pytest.raises(ValueError, match="preset"):
+        Augment.preset("strong")

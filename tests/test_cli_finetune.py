@@ -37,6 +37,17 @@ def test_finetune_writes_a_bundle(files, tmp_path, capsys):
     bundle = load_bundle(out)
     assert bundle.classes == ["background", "mito"] and bundle.training["iterations"] == 2
     assert "labels.tif" in bundle.training["data_source"]
+    assert bundle.training["augment"]["angles"] == "right"  # the default preset
+
+
+def test_finetune_takes_the_paper_augmentations(files, tmp_path):
+    out = tmp_path / "paper.pt"
+    rc = main(["finetune", str(files / "image.tif"), str(files / "labels.tif"), "-o", str(out),
+               "--iterations", "1", "--crop", "64", "--batch", "2", "--device", "cpu",
+               "--augment", "cem500k"])
+    assert rc == 0
+    aug = load_bundle(out).training["augment"]
+    assert aug["angles"] == "any" and tuple(aug["scale"]) == (0.7, 1.4) and aug["brightness"] == 0.3
 
 
 @pytest.mark.parametrize("argv, message", [

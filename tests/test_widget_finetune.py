@@ -50,12 +50,14 @@ def test_training_saves_the_bundle_and_makes_it_active(widget, qtbot, tmp_path):
     assert widget.labels_layer.value is widget.viewer.layers["paint"]
     # torch is imported in the background; the device line fills in when it is
     qtbot.waitUntil(lambda: widget.device_info.value.startswith("cpu"), timeout=60_000)
+    widget.augment.value = "cem500k"
     widget.start()
     _wait_idle(qtbot, widget)
     path = tmp_path / "model.pt"
     assert path.exists() and widget.bundle_path == path
     assert state.active_model is widget.bundle and state.active_model_path == path and changes
     assert load_bundle(path).classes == ["background", "mito"]
+    assert load_bundle(path).training["augment"]["angles"] == "any"  # the chosen preset was used
     assert len(widget.curve.losses) == 3 and widget.progress.bar.value == widget.progress.bar.max
     assert "Trained 3 iterations" in widget.result.value
     # preview of the slice on screen, after training

@@ -439,6 +439,9 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--planes", choices=["auto", "xy", "all"], default="auto",
                    help="auto: also xz and yz slices for near-isotropic volumes (default)")
     p.add_argument("--lr", type=float, default=3e-3, help="OneCycle maximum learning rate (default 0.003)")
+    p.add_argument("--augment", choices=["default", "cem500k"], default="default",
+                   help="augmentations: default (quarter turns, flips, +-10%% brightness/contrast; best "
+                        "for short runs) or cem500k (the paper's: any angle, random resized crop, +-30%%)")
     p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
 
 
@@ -454,6 +457,7 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
     from ._cancel import Cancelled
     from .io import read_volume
     from .model import save_bundle
+    from .augment import Augment
     from .train import finetune
 
     for name in ("image", "labels"):
@@ -495,6 +499,7 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
                        voxel_size=meta.voxel_size, weights=args.weights, freeze=args.freeze,
                        iterations=args.iterations, crop_size=args.crop, batch_size=args.batch,
                        device=args.device, lr=args.lr, seed=args.seed,
+                       augment=Augment.preset(args.augment),
                        should_stop=lambda: stop["requested"],
                        data_source=f"image {args.image}; labels {args.labels}")
         while True:

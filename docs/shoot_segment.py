@@ -1,0 +1,83 @@
+"""Re-make docs/images/segment.png: the Segment widget on VNC slices 10-19 (not trained on).
+
+    xvfb-run -a python docs/shoot_segment.py MODEL.pt [--vnc ../shared/data/vnc]
+
+MODEL.pt: the quality benchmark's bundle (``python benchmarks/bench_finetune.py --case
+quality --device cpu --save MODEL.pt``). Needs a display with OpenGL (Xvfb + Mesa).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model")
+    p.add_argument("--vnc", default=str(ROOT.parent / "shared" / "data" / "vnc"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "images" / "segment.png"))
+    args = p.parse_args(argv)
+
+    import napari
+    import numpy as np
+    import tifffile
+    from qtpy.QtWidgets import QApplication
+
+    from napari_cem._widgets.segment import SegmentWidget
+
+    vnc = Path(args.vnc)
+    image = tifffile.imread(vnc / "stack1_image.tif")[10:, 256:768, 256:768]
+    mito = (tifffile.imread(vnc / "stack1_mito.tif")[10:, 256:768, 256:768] > 0).astype(np.uint8)
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(1800, 1000)
+    viewer.add_image(image, name="vnc stack1 z10-19")
+    truth = viewer.add_labels(mito, name="mito ground truth")
+    truth.contour = 2
+    truth.colormap = napari.utils.DirectLabelColormap(color_dict={None: "transparent", 1: "yellow"})
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Segment", area="right")
+    app = QApplication.instance()
+
+    def wait():
+        while widget._worker is not None:
+            app.processEvents()
+
+    widget.load_model_file(args.model)
+    wait()
+    widget.image.value = viewer.layers["vnc stack1 z10-19"]
+    widget.device.value = "cpu"
+    widget.ground_truth.value = truth  # compared automatically after segmenting
+    widget.run()
+    wait()
+    if widget.evaluation is None:
+        widget.evaluate()
+        wait()
+    seg = [layer for layer in viewer.layers if layer.name.endswith("segmentation")][0]
+    seg.opacity = 0.6
+    seg.colormap = napari.utils.DirectLabelColormap(color_dict={None: "transparent", 1: "magenta"})
+    viewer.layers.move(viewer.layers.index(truth), len(viewer.layers))  # outlines over the result
+    viewer.layers.selection.active = seg
+    viewer.dims.set_current_step(0, 5)
+    import time
+
+    end = time.monotonic() + 2
+    while time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.05)
+    for w in app.allWidgets():  # the "IoU against ..." toast would cover the canvas
+        if type(w).__name__ == "NapariQtNotification":
+            w.close()
+    for _ in range(20):
+        app.processEvents()
+    viewer.screenshot(args.out, canvas_only=False)
+    print("wrote", args.out, "|", widget.iou_info.value)
+    viewer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
