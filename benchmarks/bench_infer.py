@@ -159,7 +159,15 @@ def _measure(fn, device):
 
 
 # ------------------------------------------------------------------------------ cases
-def case_speed(device_name: str, n_slices: int, size: int, precision: str = "auto") -> dict:
+def case_speed(device_name: str, n_slices: int, size: int, precision: str = "auto",
+               model_path: str | None = None) -> dict:
+    """Reference loop vs infer.segment on the same slices, in one process.
+
+    *model_path*: a trained bundle (e.g. the quality benchmark's ``--save``); without it a
+    random-init U-Net calibrated to ~1/3 foreground. A random model's outputs all sit near
+    the threshold, so reduced precision flips many "confident" labels and segment() falls
+    back to float32; a trained model shows the speed a user gets.
+    """
     import torch
 
     from napari_cem.device import describe_device, select_device
@@ -167,10 +175,19 @@ def case_speed(device_name: str, n_slices: int, size: int, precision: str = "aut
 
     device = select_device(device_name)
     volume, source = load_volume(n_slices, size)
-    model = make_model().to(device)
-    norms = (0.58, 0.10)  # CEM500K's mean/std
-    calibrate(model, volume[0], norms, device)
-    bundle = type("B", (), {"model": model, "classes": ["background", "mito"], "norms": norms})()
+    if model_path:
+        from napari_cem.model import load_bundle
+
+        bundle = load_bundle(model_path)
+        model = bundle.model.to(device)
+        norms = tuple(bundle.norms)
+        model_desc = f"trained model {Path(model_path).name} ({bundle.training.get('iterations')} it)"
+    else:
+        model = make_model().to(device)
+        norms = (0.58, 0.10)  # CEM500K's mean/std
+        calibrate(model, volume[0], norms, device)
+        bundle = type("B", (), {"model": model, "classes": ["background", "mito"], "norms": norms})()
+        model_desc = "random-init model"
     # warm-up (cuDNN autotuning, oneDNN primitive caches) for both, untimed
     reference_segment(volume[:1], model, norms, device)
     segment(volume[:1], bundle, device=device_name, precision=precision)
@@ -180,7 +197,7 @@ def case_speed(device_name: str, n_slices: int, size: int, precision: str = "aut
     voxels = volume.size
     agree = float((ref == ours.labels).mean())
     return {
-        "source": source, "shape": list(volume.shape), "device": str(describe_device(device)),
+        "source": source, "model": model_desc, "shape": list(volume.shape), "device": str(describe_device(device)),
         "torch_threads": torch.get_num_threads(),
         "ref_s": ref_s, "ours_s": our_s, "ref_vox_s": voxels / ref_s, "ours_vox_s": voxels / our_s,
         "speedup": ref_s / our_s, "ref_mem_mib": ref_mem, "ours_mem_mib": our_mem,
@@ -314,7 +331,8 @@ def speed_rows(r: dict) -> list[str]:
     where = f"{r['device']}"
     tf32 = " (cuDNN TF32 on, torch default)" if r.get("tf32") else ""
     return [
-        row(f"infer: reference loop (whole slice, batch 1, float32{tf32}), Unet-ResNet50, {shape} {r['source']}, {where}",
+        row(f"infer: reference loop (whole slice, batch 1, float32{tf32}), Unet-ResNet50 "
+            f"({r.get('model', 'random-init model')}), {shape} {r['source']}, {where}",
             f"{r['ref_vox_s'] / 1e6:.3f} Mvoxel/s ({r['ref_s']:.1f} s), peak memory +{r['ref_mem_mib']:.0f} MiB"),
         row(f"infer: napari_cem.infer.segment stack ({r['precision']}, batch {r['batch_size']}, channels-last), same input, {where}",
             f"{r['ours_vox_s'] / 1e6:.3f} Mvoxel/s ({r['ours_s']:.1f} s) = {r['speedup']:.2f}x the reference, "
@@ -384,19 +402,24 @@ def main(argv=None) -> int:
     parser.add_argument("--slices", type=int, default=None, help="speed: slices (default 256 GPU / 3 CPU)")
     parser.add_argument("--precision", default="auto", help="speed: precision of ours (auto, float32, bf16, fp16)")
     parser.add_argument("--size", type=int, default=1024, help="speed: slice side (default 1024)")
+    parser.add_argument("--model", default=None, help="speed: a trained bundle (.pt) instead of a random model")
+    parser.add_argument("--rows", action="store_true", help="speed: print the RESULTS rows too")
     parser.add_argument("--zarr-slices", type=int, default=0, help="zarr: only the first K slices (0 = all)")
     parser.add_argument("--side", type=int, default=1024, help="zarr: volume side (default 1024)")
     args = parser.parse_args(argv)
     on_gpu = args.device.startswith("cuda") or (args.device == "auto" and _cuda())
     slices = args.slices or (256 if on_gpu else 3)
     if args.case == "speed":
-        emit(case_speed(args.device, slices, args.size, args.precision))
+        r = case_speed(args.device, slices, args.size, args.precision, args.model)
+        emit(r)
+        if args.rows:
+            print("\n".join(speed_rows(r)))
     elif args.case == "zarr":
         emit(case_zarr(args.device, args.zarr_slices, args.side))
     elif args.case == "responsiveness":
         emit(case_responsiveness(args.device, slices, args.size))
     else:  # both, in this process, printing the RESULTS rows (for the lead's headless GPU run)
-        r = case_speed(args.device, slices, args.size, args.precision)
+        r = case_speed(args.device, slices, args.size, args.precision, args.model)
         print(json.dumps(r))
         print("\n".join(speed_rows(r)))
         try:
