@@ -13,7 +13,7 @@ around a painted point, not a whole image), brightness and contrast +-30 %. On t
 mitochondria (random init, 300 iterations of batch 8 at crop 256; benchmarks/RESULTS.md)
 the paper's recipe reached IoU 0.47 and the default 0.76: every resampled crop is blurred
 by the interpolation, which the images to segment never are, and strong jitter slows a
-short run; over thousands of iterations the paper's recipe generalises more widely.
+short run. The paper used its recipe for runs of thousands of iterations (not measured here).
 """
 
 from __future__ import annotations
