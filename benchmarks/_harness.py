@@ -22,16 +22,9 @@ VNC_DIR = Path(os.environ.get("NAPARI_CEM_VNC") or BENCH_DIR.parents[1] / "share
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    flags = _cpu_flags()
+    info = _cpuinfo()
+    cpu = info.get("model name") or platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
     # what decides the CPU figures: native bf16 (AMX / AVX-512 BF16) or not
     if "amx_bf16" in flags:
         cpu += " (AMX bf16)"
@@ -54,15 +47,19 @@ def machine() -> str:
     return f"{os.cpu_count()} cores {cpu}, {mem:.0f} GiB RAM{gpu}"
 
 
-def _cpu_flags() -> set[str]:
+def _cpuinfo() -> dict[str, str]:
+    """The first CPU's fields of /proc/cpuinfo (empty off Linux)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return set()
+    return fields
 
 
 def peak_rss_mib() -> float:

@@ -362,7 +362,7 @@ def main(argv=None) -> int:
                    help="quality: augmentation preset (then --scale/--angles/--intensity override)")
     p.add_argument("--angles", default=None, choices=["any", "right"], help="quality: rotation angles")
     p.add_argument("--intensity", type=float, default=None,
-                   help="quality: brightness and contrast jitter +-value (default 0.3)")
+                   help="quality: brightness and contrast jitter +-value (default: the preset's)")
     p.add_argument("--few", default="none", choices=["none", "3slices", "5rois"])
     p.add_argument("--eval-at", default="100,300", help="quality: iterations at which to measure IoU")
     p.add_argument("--wait-import", action="store_true",

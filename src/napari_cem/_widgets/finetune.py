@@ -19,6 +19,7 @@ from qtpy.QtCore import QPointF, Qt, QTimer
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from ..augment import Augment  # light: no torch at import
 from ._common import (
     ProgressRow,
     notify_error,
@@ -94,7 +95,6 @@ class FinetuneWidget(Container):
     """Fine-tune a frozen-encoder U-Net on painted labels; the result becomes the active model."""
 
     def __init__(self, napari_viewer):
-        from ..augment import Augment
         from ..device import DEVICE_CHOICES
         from ..train import FREEZE_CHOICES
         from ..weights import KNOWN_WEIGHTS
@@ -372,7 +372,7 @@ class FinetuneWidget(Container):
             rois=rois, voxel_size=self._voxel_size(image_layer), weights=weights,
             freeze=self.freeze.value, iterations=int(self.iterations.value),
             crop_size=int(self.crop.value), batch_size=int(self.batch.value), device=self.device.value,
-            augment=_augment_preset(self.augment.value),
+            augment=Augment.preset(self.augment.value),
             should_stop=lambda: self._stop_requested, preview_request=self._take_preview_request,
             data_source=f"napari layers: image {image_layer.name!r}, labels {labels_layer.name!r}",
         )
@@ -499,12 +499,6 @@ class FinetuneWidget(Container):
         else:
             out.data[z] = labels2d
         out.refresh()
-
-
-def _augment_preset(name: str):
-    from ..augment import Augment
-
-    return Augment.preset(name)
 
 
 def _train_job(image, labels, options, out_path):
