@@ -242,7 +242,7 @@ def make_zarr_volume(path: Path, side: int = 1024, chunk: int = 64):
     return zarr.open_array(str(path), mode="r")
 
 
-def case_zarr(device_name: str, n_slices: int | None, side: int) -> dict:
+def case_zarr(device_name: str, n_slices: int | None, side: int, model_path: str | None = None) -> dict:
     import shutil
 
     import torch
@@ -258,8 +258,15 @@ def case_zarr(device_name: str, n_slices: int | None, side: int) -> dict:
     from _harness import peak_rss_mib
 
     before = peak_rss_mib()
-    model = make_model()
-    bundle = type("B", (), {"model": model, "classes": ["background", "mito"], "norms": (0.58, 0.10)})()
+    if model_path:
+        from napari_cem.model import load_bundle
+
+        bundle = load_bundle(model_path)
+        model_desc = f"trained model {Path(model_path).name} ({bundle.training.get('iterations')} it)"
+    else:
+        bundle = type("B", (), {"model": make_model(), "classes": ["background", "mito"],
+                                "norms": (0.58, 0.10)})()
+        model_desc = "random-init model"
     t0 = time.perf_counter()
     res = segment(volume, bundle, device=device_name, out=out)
     seconds = time.perf_counter() - t0
@@ -270,7 +277,8 @@ def case_zarr(device_name: str, n_slices: int | None, side: int) -> dict:
     return {"shape": list(volume.shape), "of": [side] * 3, "seconds": seconds,
             "vox_s": float(np.prod(volume.shape)) / seconds, "rss_before_mib": before,
             "device": str(describe_device(select_device(device_name))), "labels_shape": list(labels.shape),
-            "precision": res.metadata["precision"], "torch_threads": torch.get_num_threads()}
+            "precision": res.metadata["precision"], "torch_threads": torch.get_num_threads(),
+            "model": model_desc}
 
 
 def case_responsiveness(device_name: str, n_slices: int, size: int) -> dict:
@@ -344,9 +352,10 @@ def speed_rows(r: dict) -> list[str]:
 def zarr_row(r: dict) -> str:
     n = r["shape"][0]
     part = "" if n == r["of"][0] else f" (first {n} slices)"
-    return row(f"infer: 1024^3 uint8 zarr, stack mode to a zarr store{part}, Unet-ResNet50, {r['device']}",
+    return row(f"infer: 1024^3 uint8 zarr, stack mode to a zarr store{part}, Unet-ResNet50 "
+               f"({r.get('model', 'random-init model')}), {r['device']}",
                f"peak RSS {r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / 1024:.2f} GiB), "
-               f"{r['vox_s'] / 1e6:.3f} Mvoxel/s ({r['seconds']:.0f} s)")
+               f"{r['vox_s'] / 1e6:.3f} Mvoxel/s ({r['seconds']:.0f} s), {r['precision']}")
 
 
 def run_suite() -> list[str]:
@@ -402,7 +411,7 @@ def main(argv=None) -> int:
     parser.add_argument("--slices", type=int, default=None, help="speed: slices (default 256 GPU / 3 CPU)")
     parser.add_argument("--precision", default="auto", help="speed: precision of ours (auto, float32, bf16, fp16)")
     parser.add_argument("--size", type=int, default=1024, help="speed: slice side (default 1024)")
-    parser.add_argument("--model", default=None, help="speed: a trained bundle (.pt) instead of a random model")
+    parser.add_argument("--model", default=None, help="speed, zarr: a trained bundle (.pt) instead of a random model")
     parser.add_argument("--rows", action="store_true", help="speed: print the RESULTS rows too")
     parser.add_argument("--zarr-slices", type=int, default=0, help="zarr: only the first K slices (0 = all)")
     parser.add_argument("--side", type=int, default=1024, help="zarr: volume side (default 1024)")
@@ -415,7 +424,7 @@ def main(argv=None) -> int:
         if args.rows:
             print("\n".join(speed_rows(r)))
     elif args.case == "zarr":
-        emit(case_zarr(args.device, args.zarr_slices, args.side))
+        emit(case_zarr(args.device, args.zarr_slices, args.side, args.model))
     elif args.case == "responsiveness":
         emit(case_responsiveness(args.device, slices, args.size))
     else:  # both, in this process, printing the RESULTS rows (for the lead's headless GPU run)
@@ -427,7 +436,7 @@ def main(argv=None) -> int:
         except ImportError:
             print("zarr case skipped: the zarr package is not installed")
             return 0
-        z = case_zarr(args.device, args.zarr_slices, args.side)
+        z = case_zarr(args.device, args.zarr_slices, args.side, args.model)
         from _harness import peak_rss_mib
 
         z["peak_rss_mib"] = peak_rss_mib()
