@@ -78,7 +78,7 @@ def case_speed(args) -> list[str]:
         epochs = 3
         queue = max(args.batch, (args.queue // args.batch) * args.batch)
         config = PretrainConfig(epochs=epochs, batch_size=args.batch, queue_size=queue,
-                                arch=args.arch, lr_steps=())
+                                arch=args.arch, lr_steps=(), amp=args.amp)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
         logs = list(pretrain(work / "patches", work / "out", config, device=args.device))
@@ -88,7 +88,10 @@ def case_speed(args) -> list[str]:
     rate = float(np.mean([log.images_per_s for log in logs[1:]]))
     peak = (f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB GPU" if device.type == "cuda"
             else f"{peak_rss_mib() / 1024:.1f} GiB RSS")
-    amp = "bf16 autocast + channels_last" if device.type == "cuda" else "fp32"
+    from napari_cem.pretrain import _mixed_precision
+
+    use_amp, dtype = _mixed_precision(device, args.amp, describe_device(device).bf16)
+    amp = f"{str(dtype).removeprefix('torch.')} autocast + channels_last" if use_amp else "fp32"
     figure = (f"{rate:,.1f} images/s (epochs 2-{epochs} of {args.steps} steps), peak {peak}; "
               f"{args.arch}, batch {args.batch}, 224 x 224 {label} patches, queue {queue}, {amp}, "
               f"{describe_device(device)}")
@@ -132,7 +135,7 @@ def case_helps(args) -> list[str]:
             for extra in sorted((work / "curated" / "patches").glob("*.tif"))[args.limit_patches:]:
                 extra.unlink()
         config = PretrainConfig(epochs=args.epochs, batch_size=args.batch,
-                                queue_size=args.queue, max_minutes=args.minutes)
+                                queue_size=args.queue, max_minutes=args.minutes, amp=args.amp)
         t0 = time.perf_counter()
         logs = list(pretrain(work / "curated" / "patches", work / "moco", config,
                              device=args.device))
@@ -184,6 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit-patches", type=int, default=0, help="helps: use only K exemplars")
     p.add_argument("--vnc", default=str(VNC_DIR))
     p.add_argument("--note", default="")
+    p.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
+                   help="mixed precision (auto: CUDA and CPUs with native bf16)")
     args = p.parse_args(argv)
     rows = case_speed(args) if args.case == "speed" else case_helps(args)
     print("\n".join(rows))

@@ -80,6 +80,39 @@ def test_training_changes_query_encoder_and_moves_key_encoder(tmp_path):
     assert (tmp_path / "out" / "log.csv").read_text().startswith("epoch,iteration,loss")
 
 
+def test_mixed_precision_choice():
+    """bf16 autocast where it is native (CUDA, AMX/AVX512-BF16 CPUs), fp16 on GPUs without bf16,
+    float32 on other CPUs unless asked; "off" always wins."""
+    from napari_cem.pretrain import _mixed_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert _mixed_precision(cpu, "auto", bf16_native=False)[0] is False
+    assert _mixed_precision(cpu, "auto", bf16_native=True) == (True, torch.bfloat16)
+    assert _mixed_precision(cpu, "on", bf16_native=False) == (True, torch.bfloat16)
+    assert _mixed_precision(cpu, "off", bf16_native=True)[0] is False
+    assert _mixed_precision(torch.device("mps"), "on", bf16_native=False)[0] is False
+    if not torch.cuda.is_available():
+        # a GPU without bf16 (is_bf16_supported is False without CUDA) gets fp16 + loss scaling
+        assert _mixed_precision(cuda, "auto", bf16_native=False) == (True, torch.float16)
+    assert _mixed_precision(cuda, "off", bf16_native=True)[0] is False
+
+
+def test_bf16_autocast_on_cpu_trains_float32_weights(tmp_path):
+    data = _patches(tmp_path / "p")
+    config = PretrainConfig(epochs=1, amp="on", **SMALL)
+    torch.manual_seed(config.seed)
+    init = build_moco(config).state_dict()
+    logs = list(pretrain(data, tmp_path / "out", config, device="cpu"))
+    assert np.isfinite(logs[0].loss) and 0.0 <= logs[0].accuracy <= 1.0
+    state = {k.removeprefix("module."): v for k, v in _state(tmp_path / "out" / CHECKPOINT_NAME).items()}
+    assert all(v.dtype in (torch.float32, torch.int64) for v in state.values())
+    assert not torch.equal(state["encoder_q.conv1.weight"], init["encoder_q.conv1.weight"])
+    assert load_pretrain_checkpoint(tmp_path / "out" / CHECKPOINT_NAME)["config"]["amp"] == "on"
+    with pytest.raises(ValueError, match="amp"):
+        next(pretrain(data, tmp_path / "bad", PretrainConfig(epochs=1, amp="bf17", **SMALL),
+                      device="cpu"))
+
+
 @pytest.mark.slow
 def test_checkpoint_has_the_released_cem500k_layout(tmp_path):
     config = PretrainConfig(epochs=1, arch="resnet50", crop=32, batch_size=8, queue_size=16)

@@ -11,7 +11,9 @@ the data's mean/std.
 Why it is fast on 2 CPU cores or one GPU: the files are decoded once to uint8 tensors; all
 augmentations of both views run batched on the training device (one affine ``grid_sample``
 does crop, rotation and flips together; blur is one grouped convolution). Mixed precision
-(bf16) and channels_last on CUDA.
+(bf16; fp16 with loss scaling on GPUs without bf16) and channels_last on CUDA and on CPUs
+with native bf16 (AVX512-BF16 / AMX); float32 elsewhere. The contrastive logits are always
+float32.
 
 Checkpoints are written atomically after every epoch in the released CEM500K layout
 (``state_dict`` keys ``module.encoder_q.*``, ``module.encoder_k.*``, ``module.queue``,
@@ -75,6 +77,7 @@ class PretrainConfig:
     lr_steps: tuple = (0.6, 0.8)  # fractions of the epochs: 120 and 160 of 200
     max_minutes: float | None = None  # stop (after a checkpoint) once this much time passed
     workers: int = 0  # DataLoader processes for decoding files
+    amp: str = "auto"  # mixed precision: auto (CUDA, bf16-native CPUs), on, off
 
     def milestones(self) -> list[int]:
         return sorted({max(1, round(f * self.epochs)) for f in self.lr_steps})
@@ -420,9 +423,11 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
     import torch
     import torch.nn.functional as F
 
-    from .device import select_device
+    from .device import describe_device, select_device
 
     config = config or PretrainConfig()
+    if config.amp not in ("auto", "on", "off"):
+        raise ValueError(f"Unknown amp setting {config.amp!r}; choose auto, on or off.")
     rank, world = _world()
     out_dir = Path(out_dir)
     if rank == 0:
@@ -455,9 +460,11 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
     ckpt_path = out_dir / CHECKPOINT_NAME
     torch.manual_seed(config.seed)  # the same initial encoders and queue on every rank
     moco = build_moco(config).to(dev)
-    use_amp = dev.type == "cuda"
-    if dev.type == "cuda":
+    use_amp, amp_dtype = _mixed_precision(dev, config.amp, describe_device(dev).bf16)
+    channels_last = dev.type == "cuda" or (dev.type == "cpu" and use_amp)
+    if channels_last:
         moco = moco.to(memory_format=torch.channels_last)
+    if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if world > 1:  # the key encoder uses shuffled BatchNorm (see _keys), as MoCo does
         ddp_q = torch.nn.parallel.DistributedDataParallel(
@@ -466,6 +473,7 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
         ddp_q = moco.encoder_q
     optimizer = torch.optim.SGD(moco.encoder_q.parameters(), lr=config.lr,
                                 momentum=config.momentum, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
     start_epoch, iteration = 0, 0
     norms = data.norms()
     resume_from = next((c for c in (ckpt_path, out_dir / PREVIOUS_CHECKPOINT_NAME) if c.exists()), None)
@@ -507,10 +515,10 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
             batch = data.data[idx].to(dev, non_blocking=True)
             im_q = augment_views(batch, mean, std, aug_gen, config.crop)
             im_k = augment_views(batch, mean, std, aug_gen, config.crop)
-            if dev.type == "cuda":
+            if channels_last:
                 im_q = im_q.contiguous(memory_format=torch.channels_last)
                 im_k = im_k.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_amp):
+            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                 q = ddp_q(im_q)
                 with torch.no_grad():
                     _momentum_update(moco, config.moco_momentum)
@@ -523,8 +531,9 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
             labels = torch.zeros(logits.shape[0], dtype=torch.long, device=dev)
             loss = F.cross_entropy(logits, labels)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             with torch.no_grad():
                 _enqueue(moco, _concat_all_gather(k))
             iteration += 1
@@ -544,6 +553,21 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
         if config.max_minutes is not None and \
                 time.perf_counter() - start_time > 60 * config.max_minutes:
             break
+
+
+def _mixed_precision(dev, amp: str, bf16_native: bool):
+    """(use autocast, its dtype): bf16 on CUDA and on CPUs with native bf16 (on CPUs without
+    it, bf16 is emulated and slower than float32); fp16 on GPUs that lack bf16."""
+    import torch
+
+    if amp == "auto":
+        use = dev.type == "cuda" or (dev.type == "cpu" and bf16_native)
+    else:
+        use = amp == "on" and dev.type in ("cuda", "cpu")
+    dtype = torch.bfloat16
+    if use and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        dtype = torch.float16
+    return use, dtype
 
 
 def _momentum_update(moco, m: float) -> None:
@@ -634,12 +658,14 @@ def add_arguments(p) -> None:
                    help="stop after the epoch that passes this wall time (a GPU-time budget)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth.tar")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
+    p.add_argument("--amp", default=d.amp, choices=["auto", "on", "off"],
+                   help="mixed precision (default auto: on CUDA and on CPUs with native bf16)")
 
 
 def config_from_args(args) -> PretrainConfig:
     return PretrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr,
                           queue_size=args.queue, arch=args.arch, crop=args.crop, seed=args.seed,
-                          max_minutes=args.max_minutes)
+                          max_minutes=args.max_minutes, amp=args.amp)
 
 
 def run_from_args(args, echo=print) -> int:
