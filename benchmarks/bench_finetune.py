@@ -343,7 +343,8 @@ def run_suite() -> list[str]:
     return rows
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
+    """Options with the per-device defaults filled in (bench_pretrain's helps case uses it too)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", choices=["speed", "quality", "responsiveness"], default="speed")
     p.add_argument("--device", default="auto")
@@ -389,6 +390,11 @@ def main(argv=None) -> int:
         args.amp = False
     if args.channels_last in ("on", "off"):
         args.channels_last = args.channels_last == "on"
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
     rows = {"speed": case_speed, "quality": case_quality,
             "responsiveness": case_responsiveness}[args.case](args)
     print("\n".join(rows), flush=True)

@@ -12,13 +12,16 @@ first epoch warms up (cuDNN autotuning); the figure is the mean of the following
 ResNet50 with MoCoV2 on the exemplars for ``--minutes`` of wall time, then fine-tune
 mitochondria on stack1 slices 0-9 and measure 3D IoU on slices 10-19 (benchmarks/
 bench_finetune.py's quality case) with: our encoder frozen, our encoder unfrozen, random
-init unfrozen (everything trains), random init frozen.
+init unfrozen (everything trains), random init frozen. Fine-tuning uses bench_finetune's
+quality defaults (crop 512 / batch 16 on a GPU, 256 / 8 on the CPU).
 
 Examples::
 
     PYTHONPATH=src python benchmarks/bench_pretrain.py --case speed --device cpu --batch 16 --steps 3
     PYTHONPATH=src python benchmarks/bench_pretrain.py --case speed --device cuda --batch 128 --steps 20
     PYTHONPATH=src python benchmarks/bench_pretrain.py --case helps --device cuda --minutes 6 --iterations 500
+    PYTHONPATH=src python benchmarks/bench_pretrain.py --case helps --device cpu --epochs 14 --minutes 30 \
+        --batch 32 --queue 4096 --iterations 300 --eval-at 100,300   # the CPU stand-in (~1 h)
 """
 
 from __future__ import annotations
@@ -150,12 +153,15 @@ def case_helps(args) -> list[str]:
             f"{describe_device(device)}"))
         for weights, freeze in ((str(ckpt), "encoder"), (str(ckpt), "none"), ("none", "none"),
                                 ("none", "encoder")):
-            ns = argparse.Namespace(device=args.device, vnc=str(vnc), few=args.few,
-                                    weights=weights, freeze=freeze, iterations=args.iterations,
-                                    eval_at=args.eval_at, crop=args.crop, batch=args.ft_batch,
-                                    amp="auto", lr=3e-3, random_fraction=0.25, scale=None, save=None, note=f"encoder: {'our MoCoV2' if weights != 'none' else 'random'}, "
-                                                     f"freeze {freeze}")
-            rows += bench_finetune.case_quality(ns)
+            ft = ["--case", "quality", "--device", args.device, "--vnc", str(vnc), "--few", args.few,
+                  "--weights", weights, "--freeze", freeze, "--iterations", str(args.iterations),
+                  "--eval-at", args.eval_at,
+                  "--note", f"encoder: {'our MoCoV2' if weights != 'none' else 'random'}, freeze {freeze}"]
+            if args.crop:
+                ft += ["--crop", str(args.crop)]
+            if args.ft_batch:
+                ft += ["--batch", str(args.ft_batch)]
+            rows += bench_finetune.case_quality(bench_finetune.parse_args(ft))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return rows
@@ -164,7 +170,7 @@ def case_helps(args) -> list[str]:
 def run_suite() -> list[str]:
     """CPU row for ``python benchmarks/run.py pretrain`` (GPU rows: see the module docstring)."""
     ns = argparse.Namespace(device="cpu", batch=16, steps=3, queue=4096, arch="resnet50",
-                            vnc=str(VNC_DIR), note="")
+                            vnc=str(VNC_DIR), note="", amp="auto")
     return case_speed(ns)
 
 
@@ -181,8 +187,10 @@ def main(argv=None) -> int:
     p.add_argument("--minutes", type=float, default=5.0, help="helps: pre-training budget")
     p.add_argument("--iterations", type=int, default=500, help="helps: fine-tuning iterations")
     p.add_argument("--eval-at", default="100,500")
-    p.add_argument("--crop", type=int, default=512, help="helps: fine-tuning crop")
-    p.add_argument("--ft-batch", type=int, default=16, help="helps: fine-tuning batch")
+    p.add_argument("--crop", type=int, default=None,
+                   help="helps: fine-tuning crop (default 512 on a GPU, 256 on the CPU)")
+    p.add_argument("--ft-batch", type=int, default=None,
+                   help="helps: fine-tuning batch (default 16 on a GPU, 8 on the CPU)")
     p.add_argument("--few", default="none", choices=["none", "3slices", "5rois"])
     p.add_argument("--limit-patches", type=int, default=0, help="helps: use only K exemplars")
     p.add_argument("--vnc", default=str(VNC_DIR))
