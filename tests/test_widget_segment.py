@@ -155,3 +155,18 @@ def test_model_file_becomes_the_active_model(make_napari_viewer, qtbot, tmp_path
     state = state_for(viewer)
     assert state.active_model.classes == ["background", "mito"]
     assert state.active_model_path == path and "m.pt" in w.model_info.value
+
+
+def test_opening_the_widget_preloads_what_the_first_labels_layer_needs(make_napari_viewer, qtbot):
+    """The imports napari does when it first shows a Labels layer (pandas alone ~0.7 s) run in a
+    background thread when the widget opens, not on the UI thread when the result appears."""
+    import sys
+
+    from napari_cem._widgets import _common
+
+    SegmentWidget(make_napari_viewer())
+    thread = _common._labels_display_import
+    if thread is not None:
+        thread.join(timeout=60)
+    missing = [m for m in _common._LABELS_DISPLAY_MODULES if m not in sys.modules]
+    assert not missing, f"napari renamed or moved these modules: {missing}"

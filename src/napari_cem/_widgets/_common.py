@@ -53,6 +53,37 @@ def wait_for_torch_stack() -> None:
         raise _torch_import_error[0]
 
 
+_LABELS_DISPLAY_MODULES = (
+    "pandas",  # napari's layer features table, imported when the first Labels layer is made
+    "napari.layers.labels.labels",
+    "napari._vispy.layers.labels",
+    "napari._vispy.overlays.labels_polygon",
+)
+_labels_display_import: threading.Thread | None = None
+
+
+def preload_labels_display() -> None:
+    """Import, in a background thread, what napari imports the first time a Labels layer is
+    shown. Otherwise those imports (pandas alone is ~0.7 s) run on the UI thread exactly when
+    a segmentation or preview appears, freezing the viewer for about a second."""
+    global _labels_display_import
+    if _labels_display_import is not None or all(m in sys.modules for m in _LABELS_DISPLAY_MODULES):
+        return
+
+    def _import():
+        import importlib
+
+        for name in _LABELS_DISPLAY_MODULES:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - a warm-up only: napari imports it again if needed
+                return
+
+    _labels_display_import = threading.Thread(target=_import, name="napari-cem-import-labels",
+                                              daemon=True)
+    _labels_display_import.start()
+
+
 def text_label(value: str = "") -> Label:
     """A Label that wraps long messages (file paths, results) instead of widening the dock."""
     label = Label(value=value)

@@ -24,6 +24,7 @@ from ._common import (
     ProgressRow,
     notify_error,
     notify_info,
+    preload_labels_display,
     preload_torch_stack,
     text_label,
     torch_stack_ready,
@@ -173,6 +174,7 @@ class FinetuneWidget(Container):
         self.weights.changed.connect(self._on_weights)
         self.device.changed.connect(self._show_device)
         preload_torch_stack()  # seconds of imports, off the UI thread
+        preload_labels_display()  # the preview's Labels layer then appears without a stall
         self.state.on_pretrained_weights(self._on_pretrained)
         self._on_pretrained(self.state, select=False)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)

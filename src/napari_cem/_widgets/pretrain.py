@@ -17,7 +17,15 @@ from pathlib import Path
 
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
 
-from ._common import ProgressRow, notify_error, notify_info, text_label, wait_for_torch_stack
+from ._common import (
+    ProgressRow,
+    notify_error,
+    notify_info,
+    preload_torch_stack,
+    text_label,
+    torch_stack_ready,
+    wait_for_torch_stack,
+)
 from ._state import state_for
 
 # the core's messages name the CLI options; the widget's controls have other names
@@ -99,6 +107,7 @@ class PretrainWidget(Container):
         self.device.changed.connect(self._show_device)
         self.batch.changed.connect(self._update_note)
         self.queue.changed.connect(self._update_note)
+        preload_torch_stack()  # seconds of imports, off the UI thread
         self._show_device()
 
     # -- controls ---------------------------------------------------------------------------
@@ -117,6 +126,15 @@ class PretrainWidget(Container):
         self.output.value = self._auto_output
 
     def _show_device(self, _value=None) -> None:
+        if not torch_stack_ready():  # torch is still being imported in the background
+            from qtpy.QtCore import QTimer
+
+            try:
+                self.device_info.value = "finding the compute device ..."
+            except RuntimeError:  # the widget was closed meanwhile
+                return
+            QTimer.singleShot(250, self._show_device)
+            return
         try:
             from ..device import describe_device, select_device
 
@@ -173,9 +191,8 @@ class PretrainWidget(Container):
                        lr=float(self.lr.value), max_minutes=minutes if minutes > 0 else None)
         options.update(self.extra_config)
         config = PretrainConfig(**options)
-        from ..device import select_device
-
-        select_device(self.device.value)
+        if self._device_type is None and torch_stack_ready():
+            raise ValueError(f"Device: {self.device_info.value}")  # absent (the worker checks too)
         return folder, out, config
 
     def start(self):
@@ -189,7 +206,6 @@ class PretrainWidget(Container):
         except (ValueError, TypeError, OSError) as exc:
             notify_error(str(exc))
             return None
-        wait_for_torch_stack()  # torch + smp (the triton guard is in there)
         resume = bool(self.resume.value)
         self._stop_requested = False
         self._run = {"out": out, "config": config, "resume": resume, "epochs_run": 0,
@@ -309,6 +325,7 @@ def _pretrain_job(folder, out, config, device, resume, should_stop):
     import threading
     import time
 
+    wait_for_torch_stack()  # imported in the background since the widget opened
     from .._cancel import Cancelled
     from ..pretrain import pretrain
     from .segment import _lower_this_thread_priority

@@ -25,7 +25,10 @@ from ._common import (
     notify_error,
     notify_info,
     notify_warning,
+    preload_labels_display,
+    preload_torch_stack,
     text_label,
+    torch_stack_ready,
     wait_for_torch_stack,
 )
 from ._state import state_for
@@ -37,7 +40,10 @@ class SegmentWidget(Container):
     """Segment an Image layer with the active U-Net into a Labels layer; compare with ground truth."""
 
     def __init__(self, napari_viewer):
-        wait_for_torch_stack()  # torch + smp (the triton guard is in there)
+        # seconds of imports, in background threads: the workers wait for torch, and the
+        # first Labels layer appears without napari importing pandas on the UI thread
+        preload_torch_stack()
+        preload_labels_display()
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)
         self._worker = None
@@ -403,6 +409,7 @@ def _fill_table(table, evaluation) -> None:
 
 
 def _load_job(path):
+    wait_for_torch_stack()
     from ..model import load_bundle
 
     return load_bundle(path)
@@ -412,6 +419,9 @@ def _segment_job(data, bundle, options: dict, should_stop):
     """Worker: standardise if needed, segment. Yields (done, total, stage); returns the result."""
     import warnings
 
+    if not torch_stack_ready():
+        yield (0, 1, "loading PyTorch")
+        wait_for_torch_stack()
     from ..infer import segment
     from .near_duplicates import _progress_generator
 
