@@ -16,6 +16,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _shot import one_colour, pump, save_screenshot
+
 ROOT = Path(__file__).resolve().parents[1]
 PAINTED = (0, 4, 8)
 PREVIEW = 6
@@ -31,8 +33,6 @@ def main(argv=None) -> int:
     import napari
     import numpy as np
     import tifffile
-    from qtpy.QtWidgets import QApplication
-
     from napari_cem._widgets.finetune import FinetuneWidget
 
     vnc = Path(args.vnc)
@@ -45,21 +45,9 @@ def main(argv=None) -> int:
     viewer.window._qt_window.resize(1800, 1000)
     viewer.add_image(image, name="vnc stack1")
     paint = viewer.add_labels(painted, name="painted")
-    paint.contour = 2
-    paint.colormap = napari.utils.DirectLabelColormap(color_dict={None: "transparent", 1: "yellow"})
+    one_colour(paint, "yellow", contour=2)
     widget = FinetuneWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Fine-tune", area="right")
-    app = QApplication.instance()
-
-    def pump(until, timeout_s: float) -> bool:
-        end = time.monotonic() + timeout_s
-        while time.monotonic() < end:
-            app.processEvents()
-            if until():
-                return True
-            time.sleep(0.02)
-        return False
-
     widget.image.value = viewer.layers["vnc stack1"]
     widget.labels_layer.value = paint
     widget.class_names.value = "mito"
@@ -84,14 +72,9 @@ def main(argv=None) -> int:
                 and viewer.layers["vnc stack1 preview"].data[PREVIEW].any(), 300):
         raise SystemExit("the preview did not appear")
     preview = viewer.layers["vnc stack1 preview"]
-    preview.colormap = napari.utils.DirectLabelColormap(color_dict={None: "transparent", 1: "magenta"})
+    one_colour(preview, "magenta")
     viewer.layers.selection.active = preview
-    pump(lambda: False, 2)
-    for w in app.allWidgets():  # a toast would cover the canvas
-        if type(w).__name__ == "NapariQtNotification":
-            w.close()
-    pump(lambda: False, 0.5)
-    viewer.screenshot(args.out, canvas_only=False)
+    save_screenshot(viewer, args.out)
     truth = mito[PREVIEW]
     pred = preview.data[PREVIEW] > 0
     iou = (truth & pred).sum() / max((truth | pred).sum(), 1)

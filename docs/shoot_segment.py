@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from _shot import one_colour, pump, save_screenshot
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -25,8 +27,6 @@ def main(argv=None) -> int:
     import napari
     import numpy as np
     import tifffile
-    from qtpy.QtWidgets import QApplication
-
     from napari_cem._widgets.segment import SegmentWidget
 
     vnc = Path(args.vnc)
@@ -36,15 +36,11 @@ def main(argv=None) -> int:
     viewer.window._qt_window.resize(1800, 1000)
     viewer.add_image(image, name="vnc stack1 z10-19")
     truth = viewer.add_labels(mito, name="mito ground truth")
-    truth.contour = 2
-    truth.colormap = napari.utils.DirectLabelColormap(color_dict={None: "transparent", 1: "yellow"})
+    one_colour(truth, "yellow", contour=2)
     widget = SegmentWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Segment", area="right")
-    app = QApplication.instance()
-
     def wait():
-        while widget._worker is not None:
-            app.processEvents()
+        pump(lambda: widget._worker is None, 3600)
 
     widget.load_model_file(args.model)
     wait()
@@ -58,22 +54,11 @@ def main(argv=None) -> int:
         wait()
     seg = [layer for layer in viewer.layers if layer.name.endswith("segmentation")][0]
     seg.opacity = 0.6
-    seg.colormap = napari.utils.DirectLabelColormap(color_dict={None: "transparent", 1: "magenta"})
+    one_colour(seg, "magenta")
     viewer.layers.move(viewer.layers.index(truth), len(viewer.layers))  # outlines over the result
     viewer.layers.selection.active = seg
     viewer.dims.set_current_step(0, 5)
-    import time
-
-    end = time.monotonic() + 2
-    while time.monotonic() < end:
-        app.processEvents()
-        time.sleep(0.05)
-    for w in app.allWidgets():  # the "IoU against ..." toast would cover the canvas
-        if type(w).__name__ == "NapariQtNotification":
-            w.close()
-    for _ in range(20):
-        app.processEvents()
-    viewer.screenshot(args.out, canvas_only=False)
+    save_screenshot(viewer, args.out)
     print("wrote", args.out, "|", widget.iou_info.value)
     viewer.close()
     return 0
