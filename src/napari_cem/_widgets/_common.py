@@ -44,6 +44,21 @@ def torch_stack_ready() -> bool:
         _torch_import is None or not _torch_import.is_alive())
 
 
+def device_line_pending(label, retry) -> bool:
+    """While torch is still being imported in the background, say so in the device *label*
+    and call *retry* again in 250 ms; True then (the caller shows the device later)."""
+    if torch_stack_ready():
+        return False
+    from qtpy.QtCore import QTimer
+
+    try:
+        label.value = "finding the compute device ..."
+    except RuntimeError:  # the widget was closed meanwhile: stop asking
+        return True
+    QTimer.singleShot(250, retry)
+    return True
+
+
 def wait_for_torch_stack() -> None:
     """Block until torch and smp are imported (call it from a worker thread, not the UI)."""
     preload_torch_stack()

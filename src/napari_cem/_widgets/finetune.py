@@ -15,19 +15,19 @@ from pathlib import Path
 
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
-from qtpy.QtCore import QPointF, Qt, QTimer
+from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ..augment import Augment  # light: no torch at import
 from ._common import (
     ProgressRow,
+    device_line_pending,
     notify_error,
     notify_info,
     preload_labels_display,
     preload_torch_stack,
     text_label,
-    torch_stack_ready,
     wait_for_torch_stack,
 )
 from ._state import state_for
@@ -207,12 +207,7 @@ class FinetuneWidget(Container):
         self.rois.reset_choices()
 
     def _show_device(self, _value=None) -> None:
-        if not torch_stack_ready():  # torch is still being imported in the background
-            try:
-                self.device_info.value = "finding the compute device ..."
-            except RuntimeError:  # the widget was closed meanwhile
-                return
-            QTimer.singleShot(250, self._show_device)
+        if device_line_pending(self.device_info, self._show_device):
             return
         try:
             from ..device import describe_device, select_device

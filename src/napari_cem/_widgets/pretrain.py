@@ -19,6 +19,7 @@ from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinB
 
 from ._common import (
     ProgressRow,
+    device_line_pending,
     notify_error,
     notify_info,
     preload_torch_stack,
@@ -126,14 +127,7 @@ class PretrainWidget(Container):
         self.output.value = self._auto_output
 
     def _show_device(self, _value=None) -> None:
-        if not torch_stack_ready():  # torch is still being imported in the background
-            from qtpy.QtCore import QTimer
-
-            try:
-                self.device_info.value = "finding the compute device ..."
-            except RuntimeError:  # the widget was closed meanwhile
-                return
-            QTimer.singleShot(250, self._show_device)
+        if device_line_pending(self.device_info, self._show_device):
             return
         try:
             from ..device import describe_device, select_device
