@@ -96,6 +96,18 @@ def make_model(seed: int = 0):
     return smp.Unet("resnet50", in_channels=1, encoder_weights=None, classes=1).eval()
 
 
+def load_model(model_path: str | None):
+    """(bundle, description): the trained bundle at *model_path*, else a random-init
+    Unet-ResNet50 with CEM500K's mean/std in the shape ``segment`` takes."""
+    if model_path:
+        from napari_cem.model import load_bundle
+
+        bundle = load_bundle(model_path)
+        return bundle, f"trained model {Path(model_path).name} ({bundle.training.get('iterations')} it)"
+    bundle = type("B", (), {"model": make_model(), "classes": ["background", "mito"], "norms": (0.58, 0.10)})()
+    return bundle, "random-init model"
+
+
 def calibrate(model, image: np.ndarray, norms, device) -> None:
     """Shift the output bias so that about half of *image* is foreground: a random-init model
     otherwise calls nearly everything background and label agreement would say little."""
@@ -175,19 +187,11 @@ def case_speed(device_name: str, n_slices: int, size: int, precision: str = "aut
 
     device = select_device(device_name)
     volume, source = load_volume(n_slices, size)
-    if model_path:
-        from napari_cem.model import load_bundle
-
-        bundle = load_bundle(model_path)
-        model = bundle.model.to(device)
-        norms = tuple(bundle.norms)
-        model_desc = f"trained model {Path(model_path).name} ({bundle.training.get('iterations')} it)"
-    else:
-        model = make_model().to(device)
-        norms = (0.58, 0.10)  # CEM500K's mean/std
+    bundle, model_desc = load_model(model_path)
+    model = bundle.model.to(device)  # in place: the bundle holds the moved model
+    norms = tuple(bundle.norms)
+    if not model_path:
         calibrate(model, volume[0], norms, device)
-        bundle = type("B", (), {"model": model, "classes": ["background", "mito"], "norms": norms})()
-        model_desc = "random-init model"
     # warm-up (cuDNN autotuning, oneDNN primitive caches) for both, untimed
     reference_segment(volume[:1], model, norms, device)
     segment(volume[:1], bundle, device=device_name, precision=precision)
@@ -258,15 +262,7 @@ def case_zarr(device_name: str, n_slices: int | None, side: int, model_path: str
     from _harness import peak_rss_mib
 
     before = peak_rss_mib()
-    if model_path:
-        from napari_cem.model import load_bundle
-
-        bundle = load_bundle(model_path)
-        model_desc = f"trained model {Path(model_path).name} ({bundle.training.get('iterations')} it)"
-    else:
-        bundle = type("B", (), {"model": make_model(), "classes": ["background", "mito"],
-                                "norms": (0.58, 0.10)})()
-        model_desc = "random-init model"
+    bundle, model_desc = load_model(model_path)
     t0 = time.perf_counter()
     res = segment(volume, bundle, device=device_name, out=out)
     seconds = time.perf_counter() - t0
@@ -297,8 +293,7 @@ def case_responsiveness(device_name: str, n_slices: int, size: int) -> dict:
     widget = SegmentWidget(viewer)  # the UI thread is blocked for as long as this takes
     open_ms = (time.perf_counter() - t_open) * 1000
     viewer.window.add_dock_widget(widget)
-    bundle = type("B", (), {"model": make_model(), "classes": ["background", "mito"],
-                            "norms": (0.58, 0.10)})()
+    bundle, _ = load_model(None)
     state_for(viewer).set_active_model(bundle)
     widget.device.value = device_name if device_name in ("cpu", "cuda", "mps") else "auto"
     run_until(lambda: False, 1.0)  # let the window settle

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _shot import one_colour, pump, save_screenshot
+from _shot import one_colour, open_viewer, pump, save_screenshot
 
 ROOT = Path(__file__).resolve().parents[1]
 PAINTED = (0, 4, 8)
@@ -30,7 +30,6 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "images" / "finetune.png"))
     args = p.parse_args(argv)
 
-    import napari
     import numpy as np
     import tifffile
     from napari_cem._widgets.finetune import FinetuneWidget
@@ -41,13 +40,8 @@ def main(argv=None) -> int:
     painted = np.zeros(image.shape, np.uint8)
     for z in PAINTED:
         painted[z] = mito[z]
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1800, 1000)
-    viewer.add_image(image, name="vnc stack1")
-    paint = viewer.add_labels(painted, name="painted")
-    one_colour(paint, "yellow", contour=2)
-    widget = FinetuneWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Fine-tune", area="right")
+    viewer, paint, widget = open_viewer(image, "vnc stack1", painted, "painted", FinetuneWidget,
+                                        "Fine-tune")
     widget.image.value = viewer.layers["vnc stack1"]
     widget.labels_layer.value = paint
     widget.class_names.value = "mito"

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _shot import one_colour, pump, save_screenshot
+from _shot import one_colour, open_viewer, pump, save_screenshot
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,6 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "docs" / "images" / "segment.png"))
     args = p.parse_args(argv)
 
-    import napari
     import numpy as np
     import tifffile
     from napari_cem._widgets.segment import SegmentWidget
@@ -32,13 +31,8 @@ def main(argv=None) -> int:
     vnc = Path(args.vnc)
     image = tifffile.imread(vnc / "stack1_image.tif")[10:, 256:768, 256:768]
     mito = (tifffile.imread(vnc / "stack1_mito.tif")[10:, 256:768, 256:768] > 0).astype(np.uint8)
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1800, 1000)
-    viewer.add_image(image, name="vnc stack1 z10-19")
-    truth = viewer.add_labels(mito, name="mito ground truth")
-    one_colour(truth, "yellow", contour=2)
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment", area="right")
+    viewer, truth, widget = open_viewer(image, "vnc stack1 z10-19", mito, "mito ground truth",
+                                        SegmentWidget, "Segment")
     def wait():
         pump(lambda: widget._worker is None, 3600)
 
