@@ -44,3 +44,62 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+# -- hostile and unlucky conditions -------------------------------------------------------------
+def run_napari_cem(*args, cwd=None, env=None, timeout=600):
+    """The real ``napari-cem`` entry point in a subprocess: (returncode, stdout, stderr)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("napari-cem")
+    cmd = [exe] if exe else [sys.executable, "-m", "napari_cem.cli"]
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run(cmd + [str(a) for a in args], capture_output=True, text=True, cwd=cwd,
+                            env=full_env, timeout=timeout, check=False)
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.fixture
+def napari_cem():
+    return run_napari_cem
+
+
+@pytest.fixture
+def readonly_dir(tmp_path):
+    """An existing folder nobody can write into, root included (chattr +i; chmod for users)."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    if os.geteuid() == 0:
+        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip("cannot make a read-only folder here (chattr +i refused)")
+        yield folder
+        subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
+    else:
+        folder.chmod(0o555)
+        yield folder
+        folder.chmod(0o755)
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A folder on a 1 MiB tmpfs: writing more than that fails with ENOSPC (root only)."""
+    import os
+    import subprocess
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
+                          capture_output=True, check=False)
+    if done.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)

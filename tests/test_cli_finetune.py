@@ -55,7 +55,7 @@ def test_finetune_takes_the_paper_augmentations(files, tmp_path):
     (["image.tif", "small.tif"], "same shape"),
     (["image.tif", "labels.tif", "--classes", "mito"], "Label value 2 is painted but there are only 1"),
     (["image.tif", "labels.tif", "--crop", "100"], "--crop must be a multiple of 32"),
-    (["image.tif", "labels.tif", "--weights", "corrupt.pth"], "not a readable PyTorch checkpoint"),
+    (["image.tif", "labels.tif", "--weights", "corrupt.pth"], "not a weights file napari-cem can load safely"),
     (["image.tif", "labels.tif", "--weights", "nowhere.pth"], "Weights file not found"),
 ])
 def test_user_errors_are_one_line(files, tmp_path, capsys, monkeypatch, argv, message):

@@ -81,7 +81,7 @@ def test_bad_inputs_are_one_line_errors(model_file, volume_file, tmp_path, capsy
     junk.write_bytes(b"not a model at all")
     assert main(["segment", str(junk), str(volume_file), "-o", str(tmp_path / "a.tif")]) == 2
     err = capsys.readouterr().err
-    assert "not a napari-cem model file" in err and "Traceback" not in err
+    assert "not a weights file napari-cem can load safely" in err and "Traceback" not in err
     assert main(["segment", str(model_file), str(tmp_path / "missing.tif"), "-o", str(tmp_path / "a.tif")]) == 2
     assert "input not found" in capsys.readouterr().err
     image2d = tmp_path / "one.tif"

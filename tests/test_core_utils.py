@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import stat
+import subprocess
+import sys
+import time
+
 import pytest
 
 from napari_cem._atomic import atomic_path, write_text_atomic
@@ -48,3 +54,49 @@ def test_atomic_write_replaces_or_leaves_intact(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.csv"]
     write_text_atomic(target, "second\n")
     assert target.read_text() == "second\n"
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_atomic_files_get_the_umask_permissions(tmp_path, umask, mode):
+    old = os.umask(umask)
+    try:
+        write_text_atomic(tmp_path / "manifest.csv", "x\n")
+        with atomic_path(tmp_path / "seg.tif", suffix=".tif") as tmp:
+            tmp.write_bytes(b"II*\x00")
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "manifest.csv").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "seg.tif").stat().st_mode) == mode
+    assert stat.S_IMODE(plain.stat().st_mode) == mode  # what a plain open gives
+
+
+def test_leftovers_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    (tmp_path / ".model.pt.k2j3abcd.tmp").write_bytes(b"x" * 1000)  # killed while saving model.pt
+    (tmp_path / ".seg.tif.a1b2c3d4.tif").write_bytes(b"x")  # killed while saving seg.tif, long ago
+    old = time.time() - 3600
+    os.utime(tmp_path / ".seg.tif.a1b2c3d4.tif", (old, old))
+    (tmp_path / ".other.csv.zzzz1111.tmp").write_bytes(b"x")  # a live writer of another file
+    (tmp_path / ".hidden.backup.txt").write_text("a user's own file")
+    write_text_atomic(tmp_path / "model.pt", "new")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [".hidden.backup.txt", ".other.csv.zzzz1111.tmp", "model.pt"]
+
+
+def test_a_killed_save_of_the_real_cli_leaves_a_temporary_file_the_rerun_removes(tmp_path):
+    """kill -9 during the atomic write: the target is untouched, the leftover goes next time."""
+    script = (
+        "import os, sys\n"
+        "from napari_cem._atomic import atomic_path\n"
+        "with atomic_path(sys.argv[1]) as tmp:\n"
+        "    tmp.write_bytes(b'half a bundle')\n"
+        "    os.kill(os.getpid(), 9)\n"
+    )
+    target = tmp_path / "model.pt"
+    target.write_bytes(b"the old model")
+    subprocess.run([sys.executable, "-c", script, str(target)], check=False)
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".model.pt.")]
+    assert len(leftovers) == 1 and target.read_bytes() == b"the old model"
+    write_text_atomic(target, "the new model")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]

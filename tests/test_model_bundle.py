@@ -55,7 +55,7 @@ def test_bad_bundles_are_refused(tmp_path):
         load_bundle(tmp_path / "nothing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"garbage" * 50)
-    with pytest.raises(ValueError, match="not a napari-cem model file"):
+    with pytest.raises(ValueError, match="not a weights file napari-cem can load safely"):
         load_bundle(junk)
     encoder_ckpt = tmp_path / "encoder.pth.tar"
     torch.save({"state_dict": {"module.encoder_q.conv1.weight": torch.zeros(64, 1, 7, 7)},

@@ -58,11 +58,11 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monke
 def test_stale_temporary_and_truncated_line_are_recovered(tmp_path):
     path = tmp_path / "labels.csv"
     path.write_text("patch_id,label,who,when\na,informative,x,t\nb,uninformative,x,t\nc,inform")
-    (tmp_path / ".labels.csv.k2j3.tmp").write_text("patch_id,label,who,when\na,unin")  # killed writer
+    (tmp_path / ".labels.csv.k2j3abcd.tmp").write_text("patch_id,label,who,when\na,unin")  # killed writer
     store = LabelStore(tmp_path)
     assert store.as_dict() == {"a": INFORMATIVE, "b": UNINFORMATIVE}
     assert len(store.problems) == 1 and "incomplete last line" in store.problems[0]
-    assert not (tmp_path / ".labels.csv.k2j3.tmp").exists()
+    assert not (tmp_path / ".labels.csv.k2j3abcd.tmp").exists()
     store.set("d", "informative")  # the next save writes a clean file
     assert path.read_text().endswith("\n") and LabelStore(tmp_path).problems == []
 
@@ -102,5 +102,5 @@ def test_bad_files_and_values(tmp_path):
     assert "unknown label" in store.problems[0]
     with pytest.raises(ValueError, match="unknown label"):
         store.set("c", "perhaps")
-    with pytest.raises(ValueError, match="invalid patch id"):
+    with pytest.raises(ValueError, match="not a napari-cem patch name"):
         store.set("a,b", "informative")

@@ -147,13 +147,14 @@ def test_wrong_architecture_is_refused(tmp_path):
 def test_corrupt_and_code_files_are_refused(tmp_path):
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"\x00not a checkpoint" * 100)
-    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(ValueError, match="not a weights file napari-cem can load safely"):
         W.load_encoder_weights(build_unet(1), junk)
     # a pickle that would run code (an arbitrary object) is refused by weights_only loading
     code = tmp_path / "code.pth"
     torch.save({"state_dict": {"x": torch.zeros(1)}, "obj": Path("/")}, code)
-    with pytest.raises(ValueError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(ValueError, match="not a weights file napari-cem can load safely") as refused:
         W.read_checkpoint(code)
+    assert "weights_only" not in str(refused.value) and "pathlib" in str(refused.value)
     other = _save({"weights": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="not a ResNet50 checkpoint"):
         W.load_encoder_weights(build_unet(1), other)

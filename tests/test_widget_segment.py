@@ -138,7 +138,7 @@ def test_errors_are_notifications(make_napari_viewer, qtbot, monkeypatch, tmp_pa
     junk.write_bytes(b"nothing")
     w.load_model_file(junk)
     _wait_idle(qtbot, w)
-    assert "not a napari-cem model file" in messages[-1]
+    assert "not a weights file napari-cem can load safely" in messages[-1]
     assert w.evaluate() is None and "Segment first" in messages[-1]
 
 

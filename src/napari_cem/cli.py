@@ -97,6 +97,15 @@ def run_info(args: argparse.Namespace) -> int:
     except Exception as exc:  # torch missing or broken: say so, info must still print
         print(f"device (auto)                unavailable ({exc})")
     print(f"cache folder                 {cache_dir()}  (set NAPARI_CEM_CACHE to change)")
+    from .weights import weights_report
+
+    for row in weights_report():
+        state = (f"cached, SHA-256 {row['sha256'] or 'not recorded yet (recorded at next use)'}"
+                 if row["cached"] else "not downloaded")
+        pin = row["pin"] or f"none (set {row['pin_variable']} to pin one)"
+        print(f"weights {row['name']:<20} {state}")
+        print(f"{'':<28} file {row['path']}")
+        print(f"{'':<28} pinned SHA-256: {pin}")
     return 0
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import write_text_atomic
+from ._names import check_name, path_under
 from ._cancel import Cancelled
 from .curate import MANIFEST_COLUMNS, CurationResult
 
@@ -41,7 +42,26 @@ def source_key(source: str) -> str:
 
 
 def patch_filename(source: str, plane: str, slice_index: int, y: int, x: int, height: int, width: int) -> str:
-    return f"{source_key(source)}_{plane}_{int(slice_index):05d}_y{int(y):05d}_x{int(x):05d}_{int(height)}x{int(width)}.tif"
+    """The patch's file name in ``patches/``; ValueError for fields no export writes.
+
+    The fields may come from a manifest someone else wrote, so the plane must be one of
+    xy/xz/yz and the numbers whole and not negative: the name is always one plain component.
+    """
+    from .patches import PLANES
+
+    if str(plane) not in PLANES:
+        raise ValueError(f"plane {str(plane)!r} is not one of {', '.join(PLANES)}")
+    numbers = {}
+    for field, value in (("slice", slice_index), ("y", y), ("x", x), ("height", height), ("width", width)):
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{field} {value!r} is not a whole number") from None
+        if number < 0 or (field in ("height", "width") and number == 0):
+            raise ValueError(f"{field} {number} is out of range")
+        numbers[field] = number
+    return check_name(f"{source_key(source)}_{plane}_{numbers['slice']:05d}_y{numbers['y']:05d}_"
+                      f"x{numbers['x']:05d}_{numbers['height']}x{numbers['width']}.tif", "patch file name")
 
 
 def _part_paths(out_dir: Path, source: str) -> tuple[Path, Path]:
@@ -165,7 +185,11 @@ def _remove_previous_files(out_dir: Path, part_csv: Path, part_json: Path, updat
     for row in csv.reader(old):
         if len(row) == len(MANIFEST_COLUMNS) and row[-1] == "1":
             source, plane, s, y, x, h, w = row[:7]
-            (out_dir / "patches" / patch_filename(source, plane, s, y, x, h, w)).unlink(missing_ok=True)
+            try:
+                path = path_under(out_dir / "patches", patch_filename(source, plane, s, y, x, h, w))
+            except ValueError:
+                continue  # not a name this export wrote: nothing of ours to remove
+            path.unlink(missing_ok=True)
 
 
 def rebuild_manifest(out_dir) -> Path:

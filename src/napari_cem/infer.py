@@ -529,6 +529,46 @@ def open_segmentation(path) -> Segmentation:
     return Segmentation(group["labels"], probs, list(info.get("classes", [])), meta, Path(path))
 
 
+def _check_memory(shape, n_out, dtype, mode, keep_probabilities, in_memory, slabs) -> None:
+    """Refuse, before any work, a segmentation that cannot fit in this machine's memory.
+
+    Counted: the outputs held in memory (none with a zarr ``out``) and, per plane, one slab
+    of input and outputs plus the float32 work of one slice (input, padding, blended
+    confidences). A rough upper bound; only a clear excess is refused.
+    """
+    from .device import available_memory
+
+    available = available_memory()
+    if available is None:
+        return
+    voxels = math.prod(shape)
+    held = 0
+    if in_memory:
+        held = voxels * np.dtype(dtype).itemsize
+        held += voxels * n_out if keep_probabilities else 0
+        held += voxels * n_out * 2 if mode == "orthoplane" else 0
+    work = 0
+    for plane, thickness in slabs.items():
+        axis = _PLANE_AXIS[plane]
+        plane_px = voxels // max(shape[axis], 1)
+        work = max(work, plane_px * (int(thickness) * (2 + n_out) + 12 + 9 * n_out))
+    if held + work <= available:
+        return
+    size = " x ".join(str(s) for s in shape)
+    if work > available:
+        raise ValueError(
+            f"One slice of this {size} volume needs about {_gib(work)} to segment, but only "
+            f"{_gib(available)} of memory is available. Segment a crop or a lower resolution level.")
+    raise ValueError(
+        f"Segmenting this {size} volume in memory needs about {_gib(held + work)}, but only "
+        f"{_gib(available)} is available. Write the result to a zarr store instead "
+        "(napari-cem segment --zarr, or out= in Python): only one slab is then held in memory.")
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / (1 << 30):,.1f} GiB"
+
+
 # ----------------------------------------------------------------------------------- main
 def segment(
     volume,
@@ -617,11 +657,13 @@ def segment(
         fingerprint = hashlib.sha1(repr((shape, mode, threshold, predictor.tile, predictor.overlap,
                                          tuple(classes), predictor.mean, predictor.std, keep_probabilities,
                                          chunks, _model_fingerprint(predictor.model))).encode()).hexdigest()[:20]
+    slabs = {p: slab_for(_PLANE_AXIS[p]) for p in planes}
+    _check_memory(shape, n_out, dtype, mode, keep_probabilities, out is None, slabs)
+    if out is not None:
         store = _ZarrStore(out, shape, n_out, dtype, mode, keep_probabilities, fingerprint, chunks, classes)
     else:
         store = _Memory(shape, n_out, dtype, mode, keep_probabilities)
 
-    slabs = {p: slab_for(_PLANE_AXIS[p]) for p in planes}
     total = sum(shape[_PLANE_AXIS[p]] for p in planes) + (shape[0] if mode == "orthoplane" else 0)
     done = 0
 

@@ -119,16 +119,12 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> Path:
 
 def load_bundle(path: str | os.PathLike, device="cpu") -> ModelBundle:
     """Read a bundle written by ``save_bundle``; the model is in eval mode on *device*."""
-    import torch
+    from ._torchfile import load_torch_file
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Model file not found: {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path.name} is not a napari-cem model file (cannot be read: "
-                         f"{type(exc).__name__}).") from None
+    payload = load_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"{path.name} is not a napari-cem model file (a fine-tuned model bundle "
                          "is expected; encoder checkpoints go in the Weights option).")

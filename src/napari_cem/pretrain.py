@@ -398,12 +398,9 @@ def _atomic_torch_save(obj, path: Path) -> None:
 
 def load_pretrain_checkpoint(path, map_location="cpu") -> dict:
     """A checkpoint of ours or the released one (data only: ``weights_only=True``)."""
-    import torch
+    from ._torchfile import load_torch_file
 
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file: one clear message
-        raise ValueError(f"'{path}' is not a readable pre-training checkpoint ({exc}).") from exc
+    ckpt = load_torch_file(path, map_location=map_location)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ValueError(f"'{path}' is not a MoCo checkpoint (no 'state_dict').")
     return ckpt

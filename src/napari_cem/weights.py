@@ -24,13 +24,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "KNOWN_WEIGHTS", "WEIGHT_CHOICES", "WeightsSource", "detect_layout", "encoder_state",
-    "fetch_weights", "load_encoder_weights", "read_checkpoint", "resolve_weights",
+    "fetch_weights", "load_encoder_weights", "pin_variable", "pinned_sha256", "read_checkpoint",
+    "recorded_sha256", "resolve_weights", "verify_cached", "weights_report",
 ]
 
 
@@ -51,7 +53,8 @@ ZENODO = "https://zenodo.org/records/{record}/files/{fname}?download=1"
 
 #: The released weights (Conrad & Narayan 2021). Their SHA-256 could not be read offline
 #: when this was written, so ``known_hash`` is None: a download is checked for size and
-#: format (it must load as a ResNet50 checkpoint of the expected layout) instead.
+#: format (it must load as a ResNet50 checkpoint of the expected layout), its SHA-256 is
+#: recorded beside it and checked on every later use; a user can pin one (``pin_variable``).
 KNOWN_WEIGHTS: dict[str, WeightsSource] = {
     "cem500k-mocov2": WeightsSource(
         "cem500k-mocov2",
@@ -92,6 +95,100 @@ def _source(name: str) -> WeightsSource:
         raise ValueError(f"Unknown weights {name!r}; known names: {', '.join(KNOWN_WEIGHTS)}.") from None
 
 
+PIN_ENV = "NAPARI_CEM_WEIGHTS_SHA256_{key}"
+
+
+def pin_variable(name: str) -> str:
+    """The environment variable that pins the SHA-256 of the released weights *name*."""
+    _source(name)
+    return PIN_ENV.format(key=re.sub(r"[^A-Z0-9]+", "_", name.upper()))
+
+
+def pinned_sha256(name: str) -> str | None:
+    """The SHA-256 the user pinned for *name* (64 hex digits), or None."""
+    variable = pin_variable(name)
+    value = os.environ.get(variable, "").strip().lower()
+    if not value:
+        return None
+    value = value.removeprefix("sha256:")
+    if not re.fullmatch(r"[0-9a-f]{64}", value):
+        raise ValueError(f"{variable} must be a SHA-256 of 64 hex digits, got {value!r}.")
+    return value
+
+
+def _record_path(target: Path) -> Path:
+    return target.with_name(target.name + ".sha256")
+
+
+def recorded_sha256(name: str, cache: str | os.PathLike | None = None) -> str | None:
+    """The SHA-256 written beside the cached file at its first good download, or None."""
+    record = _record_path(cached_path(name, cache))
+    try:
+        value = record.read_text(encoding="ascii").split()[0].lower()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return None
+    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
+def _write_record(path: Path, sha: str) -> None:
+    from ._atomic import write_text_atomic
+
+    write_text_atomic(_record_path(path), f"{sha}  {path.name}\n")
+
+
+def verify_cached(name: str, cache: str | os.PathLike | None = None) -> Path:
+    """The cached file of *name*, checked against its pin and its recorded SHA-256.
+
+    A file that changed since its first good download (or that differs from the pin) is
+    refused. A file without a record (downloaded by an older napari-cem) gets the size and
+    layout check of a fresh download, then its SHA-256 is recorded.
+    """
+    source = _source(name)
+    path = cached_path(name, cache)
+    sha = file_sha256(path)
+    pin, record = pinned_sha256(name), recorded_sha256(name, cache)
+    if pin is not None and sha != pin:
+        raise ValueError(f"The cached {name} weights ({path}) have SHA-256 {sha}, not the {pin} "
+                         f"pinned in {pin_variable(name)}: refused. Delete the file to download it again.")
+    if record is not None and sha != record:
+        raise ValueError(f"The cached {name} weights ({path}) changed since they were downloaded "
+                         f"(SHA-256 {sha}, recorded {record}): refused. Delete the file (and its "
+                         ".sha256) to download it again.")
+    if record is None:
+        problem = _check_download(path, source, source.min_bytes)
+        if problem:
+            raise ValueError(f"The cached {name} weights ({path}) are not a usable checkpoint "
+                             f"({problem}); delete the file to download it again.")
+        _write_record(path, sha)
+    return path
+
+
+def weights_report(cache: str | os.PathLike | None = None) -> list[dict]:
+    """For ``napari-cem info``: each released file, where it is cached, its recorded and pinned hash."""
+    rows = []
+    for name in KNOWN_WEIGHTS:
+        try:
+            pin = pinned_sha256(name)
+        except ValueError as exc:
+            pin = f"invalid ({exc})"
+        rows.append({"name": name, "path": str(cached_path(name, cache)), "cached": is_cached(name, cache),
+                     "sha256": recorded_sha256(name, cache), "pin": pin, "pin_variable": pin_variable(name)})
+    return rows
+
+
+def _check_download(path: Path, source: WeightsSource, min_bytes: int) -> str | None:
+    """Why *path* is not a checkpoint of the expected layout, or None when it is."""
+    if path.stat().st_size < min_bytes:
+        return f"only {path.stat().st_size:,} bytes (expected at least {min_bytes:,})"
+    try:
+        layout = detect_layout(read_checkpoint(path))
+    except ValueError as exc:
+        return str(exc)
+    if layout != source.layout:
+        return f"it holds a {layout} checkpoint, expected {source.layout}"
+    return None
+
+
 def fetch_weights(name: str, *, cache: str | os.PathLike | None = None, url: str | None = None,
                   known_hash: str | None | type(...) = ..., min_bytes: int | None = None,
                   progress=None, timeout: float = 60.0) -> Path:
@@ -99,17 +196,27 @@ def fetch_weights(name: str, *, cache: str | os.PathLike | None = None, url: str
 
     The download is resumable: bytes already fetched are kept in ``<file>.part`` and an
     interrupted download continues with an HTTP Range request. *known_hash*
-    (``"sha256:<hex>"``; default: the registry's, None for the released files) is checked
-    by pooch; without one, the file must be at least *min_bytes* long and load as a
-    checkpoint of the expected layout. *url* overrides the registry (tests, mirrors).
+    (``"sha256:<hex>"``; default: the pin in ``NAPARI_CEM_WEIGHTS_SHA256_<NAME>``, else the
+    registry's, None for the released files) is checked by pooch. Every download must be at
+    least *min_bytes* long and load as a checkpoint of the expected layout; its SHA-256 is
+    then recorded beside it (``<file>.sha256``) and checked on every later use
+    (``verify_cached``). *url* overrides the registry (tests, mirrors).
     *progress(done_bytes, total_bytes)* is called while downloading.
     """
     import pooch
 
     source = _source(name)
     target = cached_path(name, cache)
+    if target.is_file():
+        path = verify_cached(name, cache)
+        if isinstance(known_hash, str) and known_hash.removeprefix("sha256:").lower() != recorded_sha256(name, cache):
+            raise ValueError(f"The cached {name} weights ({path}) do not have the SHA-256 {known_hash}: "
+                             "refused. Delete the file to download it again.")
+        return path
     target.parent.mkdir(parents=True, exist_ok=True)
-    known_hash = source.known_hash if known_hash is ... else known_hash
+    if known_hash is ...:
+        pin = pinned_sha256(name)
+        known_hash = f"sha256:{pin}" if pin else source.known_hash
     min_bytes = source.min_bytes if min_bytes is None else int(min_bytes)
     downloader = _ResumableDownloader(target.with_name(target.name + ".part"), progress, timeout)
     try:
@@ -120,20 +227,12 @@ def fetch_weights(name: str, *, cache: str | os.PathLike | None = None, url: str
     except OSError as exc:
         raise OSError(f"Could not download {name} from {url or source.url}: {exc}. Without "
                       f"network, download the file elsewhere and pick it as a local file.") from exc
-    problem = None
-    if path.stat().st_size < min_bytes:
-        problem = f"only {path.stat().st_size:,} bytes (expected at least {min_bytes:,})"
-    else:
-        try:
-            layout = detect_layout(read_checkpoint(path))
-            if layout != source.layout:
-                problem = f"it holds a {layout} checkpoint, expected {source.layout}"
-        except ValueError as exc:
-            problem = str(exc)
+    problem = _check_download(path, source, min_bytes)
     if problem:
         path.unlink(missing_ok=True)
         raise ValueError(f"The download of {name} is not a usable checkpoint ({problem}); "
                          "it was removed, try again.")
+    _write_record(path, file_sha256(path))
     return path
 
 
@@ -198,7 +297,7 @@ def resolve_weights(spec: str | os.PathLike | None, *, download: bool = True,
     spec_str = str(spec).strip()
     if spec_str in KNOWN_WEIGHTS:
         if is_cached(spec_str, cache):
-            return cached_path(spec_str, cache)
+            return verify_cached(spec_str, cache)
         if not download:
             raise ValueError(f"The weights {spec_str} are not downloaded yet; download them "
                              "first (needs network) or pick a local file.")
@@ -213,16 +312,12 @@ def resolve_weights(spec: str | os.PathLike | None, *, download: bool = True,
 # -- reading and recognising ------------------------------------------------------------------
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """``torch.load(path, weights_only=True)``, with a plain message for a bad file."""
-    import torch
+    from ._torchfile import load_torch_file
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path.name} is not a readable PyTorch checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else 'no detail'}).") from None
+    obj = load_torch_file(path)
     if not isinstance(obj, dict):
         raise ValueError(f"{path.name} does not hold a state dict (found {type(obj).__name__}).")
     return obj

@@ -63,12 +63,16 @@ def read_tiff(path: Path, *, level: int = 0, lazy: bool = False) -> RawVolume:
                         spacing[a] = tidy(spacing[a] * full / max(1, part))
             fmt = "ome-tiff" if tif.is_ome else "tiff"
             data = None if lazy else chosen.asarray()
+        source = None
         if lazy:
             import dask.array as da
             import zarr
 
+            from ._source import SourceView
+
             store = tifffile.imread(path, aszarr=True, series=0, level=level)
-            data = da.from_zarr(zarr.open(store, mode="r"))
+            stored = zarr.open(store, mode="r")
+            data, source = da.from_zarr(stored), SourceView(stored)
     damage = [m for m in messages if any(h in m.lower() for h in _DAMAGE_HINTS)]
     if damage:
         raise VolumeError(
@@ -77,7 +81,7 @@ def read_tiff(path: Path, *, level: int = 0, lazy: bool = False) -> RawVolume:
             f"(tifffile: {damage[0]})"
         )
     return RawVolume(data=data, axes=axes, format=fmt, spacing=spacing, warnings=warnings,
-                     level=level if len(levels) > 1 else None)
+                     level=level if len(levels) > 1 else None, source=source)
 
 
 def _check_complete(path: Path, series) -> None:

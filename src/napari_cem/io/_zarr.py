@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .errors import VolumeError
+from ._source import SourceView
 from .raw import RawVolume
 from .units import tidy, to_nm
 
@@ -89,7 +90,8 @@ def _plain_array(array, path: Path, level: int) -> RawVolume:
     axes = "".join(_AXIS_LETTERS.get(str(n).lower(), "Q") for n in names) if names else ""
     if len(axes) != ndim or "Y" not in axes or "X" not in axes:
         axes = "TCZYX"[-ndim:] if ndim <= 5 else "Q" * (ndim - 5) + "TCZYX"
-    return RawVolume(data=da.from_zarr(array), axes=axes, format="zarr", level=None)
+    return RawVolume(data=da.from_zarr(array), axes=axes, format="zarr", level=None,
+                     source=SourceView(array))
 
 
 def _dimension_names(array):
@@ -143,7 +145,7 @@ def _ome(group, ms: dict, path: Path, level: int) -> RawVolume:
             )
     data = da.from_zarr(array)
     return RawVolume(data=data, axes=axes, format="ome-zarr", spacing=spacing,
-                     warnings=warnings, level=level)
+                     warnings=warnings, level=level, source=SourceView(array))
 
 
 def _ome_axes(axes, ndim):

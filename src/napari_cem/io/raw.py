@@ -18,7 +18,9 @@ class RawVolume:
     (tifffile's Q, I, ...) is a generic axis that becomes Z when there is no Z.
     ``spacing`` maps axis letters to nm for the axes whose size the file states.
     ``rgb`` says what to do with an S axis when no channel is chosen: "luminance" or
-    "first" (videos, whose grey frames are stored as RGB).
+    "first" (videos, whose grey frames are stored as RGB). ``source`` is a ``SourceView``
+    of the same pixels for chunked stores (Zarr, lazy TIFF): the few reads that describe a
+    lazy volume go through it instead of dask (see ``_source.py``).
     """
 
     data: Any
@@ -28,3 +30,4 @@ class RawVolume:
     warnings: list = field(default_factory=list)
     level: int | None = None
     rgb: str = "luminance"
+    source: Any = None

@@ -20,6 +20,7 @@ from .formats import FORMAT_LABELS, detect_format, read_raw, source_name
 from .meta import VolumeMeta
 from .standardize import (
     _check_mode,
+    _convert_block,
     _check_percentiles,
     _decide,
     _windows,
@@ -76,9 +77,12 @@ def read_volume(
 
 
 def _finish(path, raw, mode, percentiles, invert, voxel_size, channel, timepoint, lazy):
-    data, axes, _picked = select_axes(raw.data, raw.axes, channel=channel, timepoint=timepoint)
-    warnings = list(raw.warnings)
+    data, axes, notes = select_axes(raw.data, raw.axes, channel=channel, timepoint=timepoint)
+    warnings = list(raw.warnings) + notes
     original_dtype = str(data.dtype)
+    source = None
+    if raw.source is not None and not axes.endswith("S"):
+        source, _axes, _notes = select_axes(raw.source, raw.axes, channel=channel, timepoint=timepoint)
     if axes.endswith("S"):
         n = data.shape[-1]
         if raw.rgb == "first" or n == 2:  # video, or grey + alpha
@@ -88,8 +92,8 @@ def _finish(path, raw, mode, percentiles, invert, voxel_size, channel, timepoint
             warnings.append("The image is in colour; it was converted to grey levels.")
         else:
             raise VolumeError(
-                f"The image has {n} colour samples per pixel; choose one with channel= "
-                f"(0-{n - 1})."
+                f"The image has {n} colour samples per pixel; choose one with {{channel}}C, "
+                f"C in 0-{n - 1}."
             )
         axes = axes[:-1]
     _check_size(data.shape, axes)
@@ -99,7 +103,7 @@ def _finish(path, raw, mode, percentiles, invert, voxel_size, channel, timepoint
         import dask.array as da
 
         data = da.from_array(data, chunks="auto")
-    out, info = standardize(data, mode, percentiles, invert, rgb=False)
+    out, info = standardize(data, mode, percentiles, invert, rgb=False, source=source)
     warnings.extend(info["warnings"])
     if not want_lazy:
         if is_dask(out):
@@ -127,7 +131,7 @@ def _finish(path, raw, mode, percentiles, invert, voxel_size, channel, timepoint
         percentiles=info["percentiles"],
         window=info["window"],
         inverted=invert,
-        likely_inverted=_likely_inverted(out, invert),
+        likely_inverted=_likely_inverted(out, invert, source, info),
         warnings=warnings,
         lazy=is_dask(out),
         level=raw.level,
@@ -199,9 +203,20 @@ def _voxel_size(override, spacing: dict, axes: str, warnings: list):
     return None, "unknown"
 
 
-def _likely_inverted(out, inverted: bool) -> bool:
-    """Judge the data as stored (before our own inversion); never let the guess fail a load."""
+def _likely_inverted(out, inverted: bool, source=None, info=None) -> bool:
+    """Judge the data as stored (before our own inversion); never let the guess fail a load.
+
+    With a *source* (a chunked store) the windows are read from it and standardised here,
+    so that a huge lazy volume costs three small reads, not a walk over its dask graph.
+    """
     try:
+        if source is not None and is_dask(out):
+            windows = _windows(source, max_side=512)
+            if info["window"] is not None:
+                lo, hi = info["window"]
+                windows = [_convert_block(w, mode=info["mode"], lo=lo, hi=hi, invert=False)
+                           for w in windows]
+            return bool(_decide(windows))
         windows = _windows(out)
         if inverted:
             windows = [-np.asarray(w, dtype=np.float32) for w in windows]

@@ -82,6 +82,7 @@ def standardize(
     max_sample_chunks: int = SAMPLE_CHUNKS,
     max_sample_voxels: int = SAMPLE_VOXELS,
     seed: int = 0,
+    source=None,
 ):
     """Return ``(uint8 array, info)``; dask in gives dask out, nothing computed in full.
 
@@ -92,6 +93,9 @@ def standardize(
     ``rgb=None`` guesses whether the last axis is colour; pass False when it is not.
     ``info`` holds the window that was mapped to 0..255, the value range (exact, or from
     the sample for dask input), how much was sampled, and plain-language warnings.
+    ``source``: a ``SourceView`` of the same (lazy) pixels to read the sample from: O(sample)
+    reads instead of dask's O(chunks) graph walk. Lazy uint8 data without one is not
+    sampled at all (it is never rescaled; its value range is reported as 0-255).
     """
     mode = _check_mode(mode)
     low_p, high_p = _check_percentiles(percentiles)
@@ -112,11 +116,13 @@ def standardize(
         raise VolumeError("The image is empty (0 pixels): there is nothing to load.")
 
     rng = np.random.default_rng(seed)
-    stats = (
-        _dask_stats(arr, (low_p, high_p), max_sample_chunks, max_sample_voxels, rng)
-        if lazy
-        else _numpy_stats(arr, (low_p, high_p), max_sample_voxels, rng)
-    )
+    if lazy and source is None and np.dtype(arr.dtype) == np.uint8:
+        stats = {"vmin": 0.0, "vmax": 255.0, "nonfinite": 0, "finite": int(arr.size),
+                 "plow": 0.0, "phigh": 255.0, "sampled_voxels": 0}
+    elif lazy:
+        stats = _dask_stats(arr, (low_p, high_p), max_sample_chunks, max_sample_voxels, rng, source)
+    else:
+        stats = _numpy_stats(arr, (low_p, high_p), max_sample_voxels, rng)
     warnings: list[str] = []
     if stats["finite"] == 0:
         raise VolumeError(
@@ -293,9 +299,13 @@ def _numpy_stats(arr, percentiles, max_voxels, rng):
     return stats | {"plow": plow, "phigh": phigh, "sampled_voxels": int(sample.size)}
 
 
-def _dask_stats(arr, percentiles, max_chunks, max_voxels, rng):
+#: Lazy data whose sample held no finite value are scanned whole only below this size.
+_FULL_SCAN_VOXELS = 1 << 30
+
+
+def _dask_stats(arr, percentiles, max_chunks, max_voxels, rng, source=None):
     """Everything from a bounded random sample of chunks: lazy data are never read whole."""
-    sample, n_chunks, total = sample_chunks(arr, max_chunks, max_voxels, rng)
+    sample, n_chunks, total = sample_chunks(arr, max_chunks, max_voxels, rng, source=source)
     sample = sample.reshape(-1)
     nonfinite = 0
     if sample.dtype.kind == "f":
@@ -304,6 +314,12 @@ def _dask_stats(arr, percentiles, max_chunks, max_voxels, rng):
         sample = sample[finite]
     stats = {"nonfinite": nonfinite, "sampled_chunks": n_chunks, "total_chunks": total}
     if sample.size == 0:
+        if arr.size > _FULL_SCAN_VOXELS:
+            raise VolumeError(
+                f"None of the {n_chunks} chunks sampled from this {_gib(arr.size * arr.dtype.itemsize)} "
+                "volume holds a number (only NaN or infinite values); it is too large to scan "
+                "whole. Check the file, or give a cleaner resolution level."
+            )
         # The sample may have hit only padding: look further, streaming chunk by chunk.
         import dask.array as da
 
@@ -329,11 +345,14 @@ def _percentiles(sample, percentiles, vmin, vmax):
     return float(low), float(high)
 
 
-def sample_chunks(arr, max_chunks=SAMPLE_CHUNKS, max_voxels=SAMPLE_VOXELS, rng=None):
+def sample_chunks(arr, max_chunks=SAMPLE_CHUNKS, max_voxels=SAMPLE_VOXELS, rng=None, *,
+                  source=None):
     """Values from at most *max_chunks* random chunks of a dask array, <= *max_voxels* in all.
 
-    Returns ``(flat sample, chunks read, total chunks)``. Big chunks contribute a random
-    run of whole planes (so memory stays bounded); the chunk is still decoded once.
+    Returns ``(flat sample, chunks read, total chunks)``. The chunks are picked by index
+    arithmetic (never by listing them) and, with a *source* view of the same pixels, read
+    from it directly: the cost is that of the sample, whatever the number of chunks. Big
+    chunks contribute a random run of whole planes (so memory stays bounded).
     """
     import dask
 
@@ -344,12 +363,15 @@ def sample_chunks(arr, max_chunks=SAMPLE_CHUNKS, max_voxels=SAMPLE_VOXELS, rng=N
     picks = np.arange(total) if total <= k else rng.choice(total, size=k, replace=False)
     starts = [np.concatenate([[0], np.cumsum(c)]) for c in arr.chunks]
     per_chunk = max(1, max_voxels // max(1, k))
-    pieces = []
+    boxes = []
     for flat in np.sort(picks):
         index = np.unravel_index(int(flat), numblocks)
         box = [(int(starts[d][b]), int(starts[d][b + 1])) for d, b in enumerate(index)]
-        pieces.append(arr[_sub_box(box, per_chunk, rng)])
-    values = dask.compute(*pieces)
+        boxes.append(_sub_box(box, per_chunk, rng))
+    if source is not None:
+        values = [np.asarray(source[box]) for box in boxes]
+    else:
+        values = dask.compute(*[arr[box] for box in boxes])
     flat_values = [np.asarray(v).reshape(-1) for v in values]
     sample = np.concatenate(flat_values) if flat_values else np.zeros(0, arr.dtype)
     return sample, int(k), int(total)
@@ -371,6 +393,10 @@ def _sub_box(box, max_voxels, rng):
             slices.append(slice(a, b))
             max_voxels = max(1, max_voxels // max(1, size))
     return tuple(slices)
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / (1 << 30):,.1f} GiB"
 
 
 def _check_mode(mode) -> str:

@@ -105,9 +105,9 @@ def write_filtered(patchset: PatchSet, p_informative, threshold: float, out_dir,
 
     old_ids = set()
     if old_manifest.exists():
-        from .patchset import patch_id
+        from .patchset import manifest_patch_ids
 
-        old_ids = {patch_id(r) for r in read_manifest(old_manifest)}
+        old_ids = set(manifest_patch_ids(read_manifest(old_manifest), old_manifest))
     keep = np.flatnonzero(p > float(threshold))
     patches_dir = out_dir / "patches"
     patches_dir.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ import io
 import os
 from pathlib import Path
 
-from .._atomic import write_text_atomic
+from .._atomic import remove_stale_temporaries, write_text_atomic
+from .._names import check_patch_id
 
 __all__ = ["INFORMATIVE", "LABELS", "LABELS_COLUMNS", "LABELS_FILE", "UNINFORMATIVE", "LabelStore"]
 
@@ -73,7 +74,7 @@ class LabelStore:
         """Read the file again (a missing file is an empty store)."""
         self._rows = {}
         self.problems = []
-        self._remove_stale_temporaries()
+        remove_stale_temporaries(self.path.parent, self.path.name)
         if not self.path.exists():
             return
         text = self.path.read_text(encoding="utf-8", errors="replace")
@@ -95,9 +96,10 @@ class LabelStore:
                 self.problems.append(f"line {n}: not 'patch_id,label,...' ({','.join(row)!r})")
                 continue
             try:
+                check_patch_id(row[0].strip())
                 label = normalise_label(row[1])
             except ValueError as exc:
-                self.problems.append(f"line {n}: {exc}")
+                self.problems.append(f"line {n}: {exc}; ignored")
                 continue
             if label is None:
                 self._rows.pop(row[0].strip(), None)
@@ -105,16 +107,6 @@ class LabelStore:
             who = row[2] if len(row) > 2 else ""
             when = row[3] if len(row) > 3 else ""
             self._rows[row[0].strip()] = (label, who, when)
-
-    def _remove_stale_temporaries(self) -> None:
-        folder = self.path.parent
-        if not folder.exists():
-            return
-        for tmp in folder.glob(f".{self.path.name}.*.tmp"):
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
 
     # -- access -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -147,9 +139,7 @@ class LabelStore:
     # -- changing -----------------------------------------------------------------------
     def set(self, patch_id, label) -> str | None:
         """Label *patch_id* (None or 'unlabelled' removes it); saved at once. Returns the label."""
-        patch_id = str(patch_id).strip()
-        if not patch_id or "," in patch_id or "\n" in patch_id:
-            raise ValueError(f"invalid patch id {patch_id!r}")
+        patch_id = check_patch_id(str(patch_id).strip())
         label = normalise_label(label)
         if label is None:
             self._rows.pop(patch_id, None)

@@ -16,18 +16,31 @@ from typing import Any
 
 import numpy as np
 
+from .._names import check_patch_id, path_under
 from ..curate import MANIFEST_COLUMNS
 
-__all__ = ["PatchSet", "patch_id"]
+__all__ = ["PatchSet", "manifest_patch_ids", "patch_id"]
 
 
 def patch_id(row: dict) -> str:
-    """The id of a manifest row: its patch file name without ``.tif``."""
+    """The id of a manifest row: its patch file name without ``.tif`` (ValueError if unsafe)."""
     from ..export import patch_filename
 
     name = patch_filename(row["source"], row["plane"], row["slice"], row["y"], row["x"],
                           row["height"], row["width"])
-    return name[:-len(".tif")]
+    return check_patch_id(name[:-len(".tif")])
+
+
+def manifest_patch_ids(rows: list[dict], manifest) -> list[str]:
+    """The patch id of every row of *manifest*, or ValueError naming the first bad line."""
+    ids = []
+    for line, row in enumerate(rows, start=2):  # line 1 is the header
+        try:
+            ids.append(patch_id(row))
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"{manifest}, line {line}: {exc}. The manifest is damaged or was "
+                             "edited by hand; nothing was read or written.") from None
+    return ids
 
 
 @dataclass
@@ -71,11 +84,12 @@ class PatchSet:
         if rows and not set(MANIFEST_COLUMNS) <= set(rows[0]):
             missing = sorted(set(MANIFEST_COLUMNS) - set(rows[0]))
             raise ValueError(f"{manifest} lacks the columns {', '.join(missing)}: not a napari-cem manifest")
-        rows = [r for r in rows if int(r["exemplar"]) == 1]
+        all_ids = manifest_patch_ids(rows, manifest)
+        kept = [i for i, r in enumerate(rows) if int(r["exemplar"]) == 1]
+        rows, ids = [rows[i] for i in kept], [all_ids[i] for i in kept]
         if not rows:
             raise ValueError(f"{manifest} lists no exported patch (no row with exemplar=1)")
-        ids = [patch_id(r) for r in rows]
-        missing = [i for i in ids if not (folder / "patches" / f"{i}.tif").exists()]
+        missing = [i for i in ids if not path_under(folder / "patches", f"{i}.tif", "patch file").exists()]
         if missing:
             raise ValueError(f"{len(missing)} of the {len(ids)} patches named in {manifest} are missing "
                              f"from {folder / 'patches'} (first: {missing[0]}.tif); export again")
@@ -106,7 +120,7 @@ class PatchSet:
         else:
             import tifffile
 
-            path = self.folder / "patches" / f"{self.ids[index]}.tif"
+            path = self._file(index)
             try:
                 pixels = tifffile.imread(path)
             except Exception as exc:  # noqa: BLE001 -- any reader failure is a damaged file
@@ -120,6 +134,9 @@ class PatchSet:
             self._cache[index] = pixels
         return pixels
 
+    def _file(self, index: int) -> Path:
+        return path_under(self.folder / "patches", f"{self.ids[index]}.tif", "patch file")
+
     def patches(self, indices=None) -> list[np.ndarray]:
         indices = range(len(self)) if indices is None else indices
         return [self.patch(i) for i in indices]
@@ -130,7 +147,7 @@ class PatchSet:
     def write_patch(self, index: int, dest: Path) -> None:
         """Write patch *index* as a TIFF at *dest* (a file copy when it came from a folder)."""
         if self.folder is not None:
-            shutil.copyfile(self.folder / "patches" / f"{self.ids[index]}.tif", dest)
+            shutil.copyfile(self._file(index), dest)
         else:
             import tifffile
 
