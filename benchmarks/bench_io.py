@@ -2,6 +2,8 @@
 
 Goal: the TIFF loads at disk/decoder speed with bounded temporaries; the Zarr never
 holds the whole volume: standardising it chunk by chunk keeps memory near a few chunks.
+The ``huge`` case times ``napari-cem inspect`` on a Zarr declared 100000^3 with
+(1, 1024, 1024) chunks and no data (~10^9 chunks): goal seconds and < 500 MiB.
 """
 
 from __future__ import annotations
@@ -76,6 +78,31 @@ def case_zarr(path: Path) -> dict:
     return {"open_seconds": round(t_open.seconds, 2), "convert_seconds": round(t_all.seconds, 2)}
 
 
+HUGE_SHAPE, HUGE_CHUNKS = (100_000,) * 3, (1, 1024, 1024)
+
+
+def case_huge() -> dict:
+    """The real command in a child process; its peak RSS comes from RUSAGE_CHILDREN."""
+    import resource
+    import shutil
+    import subprocess
+    import time
+
+    import zarr
+
+    path = WORK_DIR / "bench_huge_declared.zarr"
+    if not path.exists():
+        zarr.create_array(str(path), shape=HUGE_SHAPE, chunks=HUGE_CHUNKS, dtype="uint16", fill_value=7)
+    exe = shutil.which("napari-cem")
+    cmd = [exe] if exe else [sys.executable, "-m", "napari_cem.cli"]
+    start = time.perf_counter()
+    done = subprocess.run(cmd + ["inspect", str(path)], capture_output=True, text=True, timeout=3600)
+    seconds = time.perf_counter() - start
+    assert done.returncode == 0, done.stderr
+    child_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"seconds": round(seconds, 2), "child_peak_rss_mib": round(child_mib, 1)}
+
+
 def case_baseline() -> dict:
     import napari_cem.io  # noqa: F401  (same imports as the cases)
     import dask.array  # noqa: F401
@@ -89,6 +116,7 @@ def run_suite() -> list[str]:
     base = run_isolated("bench_io", "baseline")["peak_rss_mib"]
     tif = run_isolated("bench_io", "tiff")
     zr = run_isolated("bench_io", "zarr")
+    huge = run_isolated("bench_io", "huge")
     gib_s = lambda s: 1.0 / s  # noqa: E731  (1 GiB of input)
     return [
         row("io: read_volume 1 GiB uint16 TIFF (512x1024x1024) -> uint8, percentile 0.5/99.5",
@@ -99,14 +127,19 @@ def run_suite() -> list[str]:
         row("io: same Zarr standardised chunk-wise to a uint8 zarr (da.store)",
             f"{zr['convert_seconds']} s ({gib_s(zr['convert_seconds']):.2f} GiB/s), peak RSS "
             f"{zr['peak_rss_mib']:.0f} MiB (imports alone {base:.0f} MiB)"),
+        row("io: `napari-cem inspect` of a Zarr declared 100000^3 uint16, chunks 1x1024x1024 "
+            "(~9.6e8 chunks), no data written",
+            f"{huge['seconds']} s wall (process start and imports included), peak RSS "
+            f"{huge['child_peak_rss_mib']:.0f} MiB (goal: seconds, < 500 MiB; before: no answer "
+            "after 60 s, memory growing, as dask listed every chunk key)"),
     ]
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--case", choices=["tiff", "zarr", "baseline"], required=True)
+    parser.add_argument("--case", choices=["tiff", "zarr", "huge", "baseline"], required=True)
     args = parser.parse_args()
     tif, zpath = WORK_DIR / "bench_1gib_uint16.tif", WORK_DIR / "bench_1gib_uint16.zarr"
-    result = {"tiff": lambda: case_tiff(tif), "zarr": lambda: case_zarr(zpath),
+    result = {"tiff": lambda: case_tiff(tif), "zarr": lambda: case_zarr(zpath), "huge": case_huge,
               "baseline": case_baseline}[args.case]()
     emit(result)

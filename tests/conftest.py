@@ -68,38 +68,61 @@ def napari_cem():
 
 
 @pytest.fixture
-def readonly_dir(tmp_path):
-    """An existing folder nobody can write into, root included (chattr +i; chmod for users)."""
+def readonly():
+    """``readonly(folder)``: make an existing folder unwritable for everyone, root included
+    (chattr +i as root, chmod otherwise); restored after the test."""
     import os
     import subprocess
 
-    folder = tmp_path / "readonly"
-    folder.mkdir()
-    if os.geteuid() == 0:
-        done = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
-        if done.returncode != 0:
-            pytest.skip("cannot make a read-only folder here (chattr +i refused)")
-        yield folder
-        subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
-    else:
-        folder.chmod(0o555)
-        yield folder
-        folder.chmod(0o755)
+    done = []
+
+    def make(folder):
+        if os.geteuid() == 0:
+            result = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, check=False)
+            if result.returncode != 0:
+                pytest.skip("cannot make a read-only folder here (chattr +i refused)")
+        else:
+            os.chmod(folder, 0o555)
+        done.append(folder)
+        return folder
+
+    yield make
+    for folder in done:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True, check=False)
+        else:
+            os.chmod(folder, 0o755)
 
 
 @pytest.fixture
-def full_disk(tmp_path):
-    """A folder on a 1 MiB tmpfs: writing more than that fails with ENOSPC (root only)."""
+def readonly_dir(tmp_path, readonly):
+    """An existing folder nobody can write into."""
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    return readonly(folder)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(size)``: a folder on a tmpfs of *size* ("64k", "1m"): writing more than
+    that fails with ENOSPC, as a full disk does (needs root; skipped otherwise)."""
     import os
     import subprocess
 
-    folder = tmp_path / "full"
-    folder.mkdir()
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)],
-                          capture_output=True, check=False)
-    if done.returncode != 0:
-        pytest.skip("cannot mount a small tmpfs here")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+    mounted = []
+
+    def make(size: str = "1m"):
+        folder = tmp_path / f"disk{len(mounted)}"
+        folder.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, check=False)
+        if done.returncode != 0:
+            pytest.skip("cannot mount a small tmpfs here")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)

@@ -290,3 +290,84 @@ def test_names_and_offline_errors(cache):
     with pytest.raises(ValueError, match="Unknown weights"):
         W.fetch_weights("imagenet")
     assert W.resolve_weights(None) is None and W.resolve_weights("none") is None
+
+
+def test_first_good_download_records_its_sha256_and_a_changed_file_is_refused(small_moco_bytes, cache):
+    import hashlib
+
+    server = _Server(small_moco_bytes)
+    try:
+        path = W.fetch_weights("cem500k-mocov2", url=server.url, known_hash=None, min_bytes=1000)
+    finally:
+        server.close()
+    sha = hashlib.sha256(small_moco_bytes).hexdigest()
+    record = path.with_name(path.name + ".sha256")
+    assert record.read_text().split() == [sha, path.name]  # sha256sum's format
+    assert W.recorded_sha256("cem500k-mocov2") == sha
+    assert W.resolve_weights("cem500k-mocov2", download=False) == path  # verified, same file
+    changed = bytearray(small_moco_bytes)
+    changed[len(changed) // 2] ^= 0xFF
+    path.write_bytes(bytes(changed))  # changed after the download
+    with pytest.raises(ValueError, match="changed since they were downloaded"):
+        W.resolve_weights("cem500k-mocov2", download=False)
+    with pytest.raises(ValueError, match="changed since they were downloaded"):
+        W.fetch_weights("cem500k-mocov2", url="http://127.0.0.1:9/never", min_bytes=1000)
+
+
+def test_a_pinned_sha256_is_enforced_on_download_and_on_use(small_moco_bytes, cache, monkeypatch):
+    import hashlib
+
+    sha = hashlib.sha256(small_moco_bytes).hexdigest()
+    assert W.pin_variable("cem500k-mocov2") == "NAPARI_CEM_WEIGHTS_SHA256_CEM500K_MOCOV2"
+    assert W.pin_variable("cem1.5m-swav") == "NAPARI_CEM_WEIGHTS_SHA256_CEM1_5M_SWAV"
+    server = _Server(small_moco_bytes)
+    try:
+        monkeypatch.setenv("NAPARI_CEM_WEIGHTS_SHA256_CEM500K_MOCOV2", "0" * 64)
+        with pytest.raises(ValueError, match="corrupt"):  # pooch checks the pin
+            W.fetch_weights("cem500k-mocov2", url=server.url, min_bytes=1000)
+        assert not W.is_cached("cem500k-mocov2")
+        monkeypatch.setenv("NAPARI_CEM_WEIGHTS_SHA256_CEM500K_MOCOV2", sha.upper())
+        path = W.fetch_weights("cem500k-mocov2", url=server.url, min_bytes=1000)
+    finally:
+        server.close()
+    monkeypatch.setenv("NAPARI_CEM_WEIGHTS_SHA256_CEM500K_MOCOV2", "f" * 64)
+    with pytest.raises(ValueError, match="pinned in NAPARI_CEM_WEIGHTS_SHA256_CEM500K_MOCOV2"):
+        W.resolve_weights("cem500k-mocov2", download=False)
+    monkeypatch.setenv("NAPARI_CEM_WEIGHTS_SHA256_CEM500K_MOCOV2", "abc")
+    with pytest.raises(ValueError, match="64 hex digits"):
+        W.resolve_weights("cem500k-mocov2", download=False)
+    assert path.exists()
+
+
+def test_a_cached_file_without_a_record_is_checked_then_recorded(small_moco_bytes, cache, monkeypatch):
+    target = W.cached_path("cem500k-mocov2")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(small_moco_bytes)  # an older napari-cem's download: no .sha256
+    import dataclasses
+
+    small = dataclasses.replace(W.KNOWN_WEIGHTS["cem500k-mocov2"], min_bytes=1000)
+    monkeypatch.setitem(W.KNOWN_WEIGHTS, "cem500k-mocov2", small)
+    assert W.recorded_sha256("cem500k-mocov2") is None
+    assert W.verify_cached("cem500k-mocov2") == target
+    assert W.recorded_sha256("cem500k-mocov2") is not None
+    target.write_bytes(b"<html>not weights</html>" * 100)
+    target.with_name(target.name + ".sha256").unlink()
+    with pytest.raises(ValueError, match="not a usable checkpoint"):
+        W.verify_cached("cem500k-mocov2")
+
+
+def test_info_prints_the_weights_hashes(small_moco_bytes, cache, napari_cem):
+    import hashlib
+
+    code, out, err = napari_cem("info", env={"NAPARI_CEM_CACHE": str(cache),
+                                             "NAPARI_CEM_WEIGHTS_SHA256_CEM1_5M_SWAV": "ab" * 32})
+    assert code == 0, err
+    assert "cem500k-mocov2" in out and "not downloaded" in out
+    assert "NAPARI_CEM_WEIGHTS_SHA256_CEM500K_MOCOV2" in out and "ab" * 32 in out
+    target = W.cached_path("cem500k-mocov2", cache / "weights")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(small_moco_bytes)
+    sha = hashlib.sha256(small_moco_bytes).hexdigest()
+    target.with_name(target.name + ".sha256").write_text(f"{sha}  {target.name}\n")
+    code, out, err = napari_cem("info", env={"NAPARI_CEM_CACHE": str(cache)})
+    assert f"cached, SHA-256 {sha}" in out

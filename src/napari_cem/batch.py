@@ -30,6 +30,8 @@ class CurateRequest:
     seed: int = 0
     tolerance: float = 0.2
     min_fraction: float = 0.5
+    channel: int | None = None  # for inputs with a channel / time axis
+    timepoint: int | None = None
 
 
 def _stem(path: Path) -> str:
@@ -81,7 +83,7 @@ def curate_file(path, out_dir, source: str, request: CurateRequest, *, progress=
     fingerprint = _fingerprint(path, request)
     if is_source_done(out_dir, source, None, fingerprint):
         return {"source": source, "skipped": True, "seconds": 0.0}
-    volume, meta = read_volume(path)
+    volume, meta = read_volume(path, channel=request.channel, timepoint=request.timepoint)
     result = find_near_duplicates(
         volume, source=source, voxel_size=meta.voxel_size, planes=request.planes,
         patch_size=request.patch_size, cutoff=request.cutoff, grouping=request.grouping,
@@ -95,14 +97,25 @@ def curate_file(path, out_dir, source: str, request: CurateRequest, *, progress=
     return summary
 
 
-def _curate_file_safe(path, out_dir, source, request) -> dict:
-    """curate_file for a worker: a user error comes back as a message, not a crash."""
+def _error_text(exc: BaseException, option_names: dict | None) -> str:
+    """A source's error for the user, naming the caller's options when it asks for a choice."""
+    from .io import VolumeError
+
+    return exc.message(option_names) if isinstance(exc, VolumeError) else str(exc)
+
+
+def _curate_file_safe(path, out_dir, source, request, option_names=None) -> dict:
+    """curate_file for a worker: a user error comes back as a message, not a crash.
+
+    An OSError (disk full, read-only output) is not caught: it ends the whole run, since
+    every later source would hit it too.
+    """
     from .io import VolumeError
 
     try:
         return curate_file(path, out_dir, source, request)
     except (VolumeError, ValueError, TypeError) as exc:
-        return {"source": source, "error": str(exc)}
+        return {"source": source, "error": _error_text(exc, option_names)}
     except MemoryError:
         return {"source": source, "error": "not enough memory to curate this input; "
                                            "convert it to OME-Zarr so it is read lazily"}
@@ -111,13 +124,15 @@ def _curate_file_safe(path, out_dir, source, request) -> dict:
 def curate_files(inputs: Sequence[str | os.PathLike], out_dir, request: CurateRequest = CurateRequest(),
                  *, workers: int = 1, scheduler: str | None = None,
                  on_done: Callable[[dict, int, int], None] | None = None,
-                 progress=None) -> list[dict]:
+                 progress=None, option_names: dict | None = None) -> list[dict]:
     """Curate every input into *out_dir*; returns one summary per input (in input order).
 
     workers > 1 uses that many processes; ``scheduler`` (a dask.distributed address such as
     ``tcp://host:8786``) sends the sources to that cluster instead; the workers must see
     the same file system. ``on_done(summary, n_done, n_total)`` is called as sources finish;
     ``progress(done, total, stage)`` reports inside a source when it runs in this process.
+    ``option_names`` spells the channel / time-point options in a source's error (see
+    ``VolumeError.message``).
     """
     from .export import rebuild_manifest
 
@@ -135,9 +150,9 @@ def curate_files(inputs: Sequence[str | os.PathLike], out_dir, request: CurateRe
             on_done(summary, n_done, len(inputs))
 
     if scheduler:
-        _run_distributed(scheduler, inputs, names, out_dir, request, finished)
+        _run_distributed(scheduler, inputs, names, out_dir, request, finished, option_names)
     elif workers > 1 and len(inputs) > 1:
-        _run_processes(workers, inputs, names, out_dir, request, finished)
+        _run_processes(workers, inputs, names, out_dir, request, finished, option_names)
     else:
         from .io import VolumeError
 
@@ -145,26 +160,26 @@ def curate_files(inputs: Sequence[str | os.PathLike], out_dir, request: CurateRe
             try:
                 summary = curate_file(path, out_dir, name, request, progress=progress)
             except (VolumeError, ValueError, TypeError) as exc:
-                summary = {"source": name, "error": str(exc)}
+                summary = {"source": name, "error": _error_text(exc, option_names)}
             finished(i, summary, i + 1)
     rebuild_manifest(out_dir)
     return [r for r in results if r is not None]
 
 
-def _run_processes(workers, inputs, names, out_dir, request, finished) -> None:
+def _run_processes(workers, inputs, names, out_dir, request, finished, option_names=None) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     # spawn: the workers start clean (no inherited threads from numba/dask/Qt)
     with ProcessPoolExecutor(max_workers=min(workers, len(inputs)),
                              mp_context=mp.get_context("spawn")) as pool:
-        futures = {pool.submit(_curate_file_safe, str(p), str(out_dir), n, request): i
+        futures = {pool.submit(_curate_file_safe, str(p), str(out_dir), n, request, option_names): i
                    for i, (p, n) in enumerate(zip(inputs, names))}
         for n_done, fut in enumerate(as_completed(futures), 1):
             finished(futures[fut], fut.result(), n_done)
 
 
-def _run_distributed(address, inputs, names, out_dir, request, finished) -> None:
+def _run_distributed(address, inputs, names, out_dir, request, finished, option_names=None) -> None:
     try:
         from distributed import Client, as_completed
     except ImportError as exc:  # pragma: no cover - distributed is a dependency
@@ -172,7 +187,7 @@ def _run_distributed(address, inputs, names, out_dir, request, finished) -> None
 
     with Client(address, timeout="20s") as client:
         futures = [client.submit(_curate_file_safe, str(p.resolve()), str(Path(out_dir).resolve()), n,
-                                 request, pure=False, key=f"napari-cem-curate-{i}-{n}")
+                                 request, option_names, pure=False, key=f"napari-cem-curate-{i}-{n}")
                    for i, (p, n) in enumerate(zip(inputs, names))]
         index = {f.key: i for i, f in enumerate(futures)}
         for n_done, fut in enumerate(as_completed(futures), 1):

@@ -1,7 +1,9 @@
 """The ``napari-cem`` command: every subcommand is registered here, in one place.
 
-Errors a user can fix (bad file, bad option) print one plain line and exit with code 2,
-without a traceback.
+Exit codes: 0 done; 1 done in part (``curate``: some sources failed; ``finetune`` /
+``segment``: the result could not be saved where asked and was saved in the cache's
+``rescued`` folder instead); 2 nothing done: a bad option, an unreadable input or an
+output that cannot be written (one plain line, no traceback); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -9,12 +11,73 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ._argtypes import float_in, int_at_least, int_in, workers
+from ._terminal import progress_bar
 
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Callable]] = {}
 
 
 class CLIError(Exception):
     """A problem the user can fix; printed without traceback."""
+
+
+def _option_names(prefix: str = "") -> dict[str, str]:
+    """How a choice of channel / time point is asked for on the command line."""
+    return {"channel": f"--{prefix}channel ", "timepoint": f"--{prefix}timepoint "}
+
+
+def _axis_options(p: argparse.ArgumentParser, prefix: str = "", what: str = "the input") -> None:
+    """--channel / --timepoint (or --labels-channel ...) for a command that reads an image."""
+    p.add_argument(f"--{prefix}timepoint", type=int_at_least(0), default=None, metavar="T",
+                   help=f"index on the time axis of {what}, if it has one")
+    p.add_argument(f"--{prefix}channel", type=int_at_least(0), default=None, metavar="C",
+                   help=f"index on the channel axis of {what}, if it has one")
+
+
+def _read(path, args, command: str, prefix: str = "", **options):
+    """read_volume with the command's --channel / --timepoint; its notes go to stderr and
+    an axis choice it asks for names this command's options."""
+    from .io import VolumeError, read_volume
+
+    key = prefix.replace("-", "_")
+    try:
+        data, meta = read_volume(path, channel=getattr(args, f"{key}channel", None),
+                                 timepoint=getattr(args, f"{key}timepoint", None), **options)
+    except VolumeError as exc:
+        raise CLIError(exc.message(_option_names(prefix))) from None
+    for note in meta.warnings:
+        print(f"napari-cem {command}: note: {Path(str(path)).name}: {note}", file=sys.stderr)
+    return data, meta
+
+
+def _check_output_file(path, what: str = "output file"):
+    from ._outputs import OutputError, check_writable_file
+
+    try:
+        return check_writable_file(path, what)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _check_output_folder(path, what: str = "output folder"):
+    from ._outputs import OutputError, check_writable_folder
+
+    try:
+        return check_writable_folder(path, what)
+    except OutputError as exc:
+        raise CLIError(str(exc)) from None
+
+
+def _save(save, path, command: str):
+    """Save with the rescue fallback; (path written, exit code): 1 when it was rescued."""
+    from ._outputs import save_or_rescue
+
+    written, problem = save_or_rescue(save, path)
+    if problem:
+        print(f"napari-cem {command}: error: {problem}", file=sys.stderr)
+    return written, (1 if problem else 0)
 
 
 def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None] | None = None):
@@ -34,7 +97,7 @@ def command(name: str, help: str, arguments: Callable[[argparse.ArgumentParser],
 def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--anisotropic", action="store_true",
                    help="ssTEM-like anisotropic sample (40 x 8 x 8 nm) instead of the isotropic one")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic volume (default 0)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the synthetic volume (default 0)")
     p.add_argument("--screenshot", metavar="PNG",
                    help="save a screenshot of the whole window to PNG once it is shown, then quit")
 
@@ -122,21 +185,17 @@ def _qt_binding() -> str:
 def _inspect_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("path", help="an EM file, a folder of 2D images, or a glob such as 'dir/*.png'")
     p.add_argument("--standardize", choices=["percentile", "dtype-max", "none"], default="percentile")
-    p.add_argument("--percentiles", nargs=2, type=float, default=(0.5, 99.5), metavar=("LOW", "HIGH"))
-    p.add_argument("--timepoint", type=int, default=None, help="index on the time axis, if any")
-    p.add_argument("--channel", type=int, default=None, help="index on the channel axis, if any")
-    p.add_argument("--level", type=int, default=0, help="OME-Zarr multiscale level (default 0)")
+    p.add_argument("--percentiles", nargs=2, type=float_in(0, 100), default=(0.5, 99.5),
+                   metavar=("LOW", "HIGH"))
+    _axis_options(p)
+    p.add_argument("--level", type=int_at_least(0), default=0, help="OME-Zarr multiscale level (default 0)")
 
 
 @command("inspect", "read an EM volume as napari-cem would and describe it (shape, voxel size, "
          "value range, contrast)", _inspect_args)
 def run_inspect(args: argparse.Namespace) -> int:
-    from .io import read_volume
-
-    data, meta = read_volume(
-        args.path, standardize_mode=args.standardize, percentiles=tuple(args.percentiles),
-        timepoint=args.timepoint, channel=args.channel, level=args.level,
-    )
+    data, meta = _read(args.path, args, "inspect", standardize_mode=args.standardize,
+                       percentiles=tuple(args.percentiles), level=args.level)
     voxel = "unknown" if meta.voxel_size is None else " x ".join(f"{v:g}" for v in meta.voxel_size) + " nm"
     print(f"source          {meta.source}")
     print(f"format          {meta.format}{' (lazy)' if meta.lazy else ''}")
@@ -145,8 +204,6 @@ def run_inspect(args: argparse.Namespace) -> int:
     print(f"original dtype  {meta.original_dtype}, values {meta.value_range[0]:g} .. {meta.value_range[1]:g}")
     print(f"standardised    {meta.standardize_mode} -> {data.dtype}")
     print(f"contrast        {'looks INVERTED (bright membranes): use invert' if meta.likely_inverted else 'normal (dark membranes)'}")
-    for message in meta.warnings:
-        print(f"warning         {message}")
     return 0
 
 
@@ -156,48 +213,41 @@ def _curate_args(p: argparse.ArgumentParser) -> None:
                    help="EM volumes or 2D images (any format napari-cem reads); each is one source")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="export folder: patches/ (kept exemplars as TIFF) and manifest.csv")
-    p.add_argument("--patch-size", type=int, default=224, help="patch side in pixels (default 224)")
-    p.add_argument("--cutoff", type=int, default=12,
+    p.add_argument("--patch-size", type=int_at_least(8), default=224, help="patch side in pixels (default 224)")
+    p.add_argument("--cutoff", type=int_in(0, 64), default=12,
                    help="Hamming distance of near-duplicates, inclusive (default 12)")
     p.add_argument("--planes", choices=["auto", "xy", "all"], default="auto",
                    help="auto: xy, xz and yz for near-isotropic volumes, xy otherwise (default)")
-    p.add_argument("--tolerance", type=float, default=0.2,
+    p.add_argument("--tolerance", type=float_in(0), default=0.2,
                    help="relative z/xy spacing difference still called isotropic (default 0.2)")
     p.add_argument("--grouping", choices=["greedy", "components"], default="greedy",
                    help="greedy: the original exemplar procedure (default); components: transitive groups")
-    p.add_argument("--seed", type=int, default=0, help="seed of the greedy shuffle (default 0)")
-    p.add_argument("--workers", type=int, default=1, help="parallel processes, one source each (default 1)")
+    p.add_argument("--seed", type=int_at_least(0), default=0, help="seed of the greedy shuffle (default 0)")
+    p.add_argument("--workers", type=int_at_least(1), default=1,
+                   help="parallel processes, one source each (default 1)")
     p.add_argument("--scheduler", metavar="ADDRESS",
                    help="dask.distributed scheduler address: spread the sources over that cluster "
                         "(its workers must see the same files)")
+    _axis_options(p, what="every input")
 
 
 @command("curate", "cut patches, find near-duplicates by dHash and export the kept exemplars",
          _curate_args)
 def run_curate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from tqdm import tqdm
 
     from .batch import CurateRequest, curate_files
 
-    if args.patch_size < 8:
-        raise CLIError(f"--patch-size must be at least 8, got {args.patch_size}")
-    if args.cutoff < 0 or args.cutoff > 64:
-        raise CLIError(f"--cutoff must be between 0 and 64, got {args.cutoff}")
-    if args.workers < 1:
-        raise CLIError(f"--workers must be 1 or more, got {args.workers}")
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         raise CLIError(f"input not found: {', '.join(missing)}")
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"output '{out}' exists and is not a folder")
+    out = _check_output_folder(args.output)
     request = CurateRequest(patch_size=args.patch_size, cutoff=args.cutoff, planes=args.planes,
-                            grouping=args.grouping, seed=args.seed, tolerance=args.tolerance)
+                            grouping=args.grouping, seed=args.seed, tolerance=args.tolerance,
+                            channel=args.channel, timepoint=args.timepoint)
     single = len(args.inputs) == 1 and not args.scheduler
-    bar = tqdm(total=0 if single else len(args.inputs), unit="patch" if single else "source",
-               desc="curate", file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=0 if single else len(args.inputs), unit="patch" if single else "source",
+                       desc="curate")
     errors = []
 
     def on_done(summary, n_done, n_total):
@@ -223,7 +273,7 @@ def run_curate(args: argparse.Namespace) -> int:
     try:
         results = curate_files(args.inputs, out, request, workers=args.workers,
                                scheduler=args.scheduler, on_done=on_done,
-                               progress=progress if single else None)
+                               progress=progress if single else None, option_names=_option_names())
     finally:
         bar.close()
     done = [r for r in results if "error" not in r]
@@ -246,14 +296,17 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zarr", action="store_true",
                    help="write a zarr store slab by slab (volumes larger than memory); rerunning "
                         "the same command resumes an interrupted run")
-    p.add_argument("--threshold", type=float, default=0.5,
+    p.add_argument("--threshold", type=float_in(0, 1), default=0.5,
                    help="probability above which a voxel is the structure (one-structure models; default 0.5)")
     p.add_argument("--probabilities", action="store_true",
                    help="also write the confidences (uint8, 255 = 1): OUT_prob.tif, or inside the zarr store")
-    p.add_argument("--tile", type=int, default=1024, help="largest slice side predicted at once (default 1024)")
-    p.add_argument("--batch-size", type=int, default=None, help="slices per forward pass (default: per device)")
+    p.add_argument("--tile", type=int_at_least(32), default=1024,
+                   help="largest slice side predicted at once (default 1024)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None,
+                   help="slices per forward pass (default: per device)")
     p.add_argument("--standardize", choices=["percentile", "dtype-max", "none"], default="percentile",
                    help="how a non-8-bit input becomes 8-bit (as in 'inspect'; default percentile)")
+    _axis_options(p)
 
 
 @command("segment", "segment a whole volume with a fine-tuned model (2D stack or orthoplane) into labels",
@@ -261,12 +314,10 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
 def run_segment(args: argparse.Namespace) -> int:
     import json
     import warnings
-    from pathlib import Path
 
     from tqdm import tqdm
 
     from .infer import segment
-    from .io import read_volume
     from .model import load_bundle
 
     model_path, out = Path(args.model), Path(args.output)
@@ -278,12 +329,16 @@ def run_segment(args: argparse.Namespace) -> int:
         raise CLIError(f"output '{out}' exists and is not a zarr store (a folder)")
     if not args.zarr and out.is_dir():
         raise CLIError(f"output '{out}' is a folder; give a .tif file name, or add --zarr")
+    if args.zarr:
+        _check_output_folder(out if out.exists() else out.parent, "zarr store's folder")
+    else:
+        _check_output_file(out)
     try:
         bundle = load_bundle(model_path)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    volume, meta = read_volume(args.input, standardize_mode=args.standardize)
-    bar = tqdm(total=0, unit="slice", desc="segment", file=sys.stderr, dynamic_ncols=True)
+    volume, meta = _read(args.input, args, "segment", standardize_mode=args.standardize)
+    bar = progress_bar(total=0, unit="slice", desc="segment")
 
     def progress(done, total, stage):
         bar.set_description(f"segment ({stage})")
@@ -307,14 +362,18 @@ def run_segment(args: argparse.Namespace) -> int:
             print(f"napari-cem segment: warning: {w.message}", file=sys.stderr)
     info = {"classes": result.classes, "source": meta.source, "voxel_size": meta.voxel_size,
             **{k: result.metadata.get(k) for k in ("mode", "threshold", "precision", "device")}}
-    written = [out]
+    written, code = [out], 0
     if not args.zarr:
-        _write_labels_tiff(out, result.labels, meta.voxel_size, info)
+        saved, code = _save(lambda p: _write_labels_tiff(p, result.labels, meta.voxel_size, info),
+                            out, "segment")
+        written = [saved]
         if result.probabilities is not None:
-            prob_path = out.with_name(out.name.split(".")[0] + "_prob.tif")
-            _write_labels_tiff(prob_path, result.probabilities, meta.voxel_size,
-                               {**info, "probabilities": "uint8, 255 = 1.0"})
-            written.append(prob_path)
+            prob_path = saved.with_name(saved.name.split(".")[0] + "_prob.tif")
+            saved, rescued = _save(lambda p: _write_labels_tiff(
+                p, result.probabilities, meta.voxel_size, {**info, "probabilities": "uint8, 255 = 1.0"}),
+                prob_path, "segment")
+            written.append(saved)
+            code = max(code, rescued)
     labels = result.labels
     counts = _label_counts(labels, len(result.classes))
     total = max(int(sum(counts)), 1)
@@ -323,7 +382,7 @@ def run_segment(args: argparse.Namespace) -> int:
           f"{result.metadata['precision']} on {result.metadata['device']}) in "
           f"{result.metadata['seconds']:.1f} s: {fractions}")
     print(f"written: {', '.join(str(p) for p in written)}  (classes: {json.dumps(result.classes)})")
-    return 0
+    return code
 
 
 def _label_counts(labels, n: int) -> list[int]:
@@ -370,44 +429,64 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", nargs="+", metavar="NAME",
                    help="names of label values 0, 1, ... (0 is the background); by default those "
                         "saved with the prediction, else 'class 1', 'class 2', ...")
+    p.add_argument("--partial", action="store_true",
+                   help="for an unfinished 'segment --zarr' store: score only its finished slabs "
+                        "(by default an unfinished store is refused)")
+    _axis_options(p, what="both label images")
 
 
 @command("evaluate", "IoU per class of predicted labels against ground truth (3D and mean of 2D slices)",
          _evaluate_args)
 def run_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .metrics import evaluate
 
-    pred, saved_classes = _read_label_image(args.pred, "prediction")
-    gt, _ = _read_label_image(args.gt, "ground truth")
+    pred, saved_classes, finished = _read_label_image(args.pred, "prediction", args)
+    gt, _, _ = _read_label_image(args.gt, "ground truth", args)
     classes = args.classes or saved_classes
+    scope = ""
+    if finished is not None:
+        ranges, n_slabs = finished
+        if len(ranges) < n_slabs and not args.partial:
+            raise CLIError(f"segmentation incomplete ({len(ranges)} of {n_slabs} slabs): rerun "
+                           "segment to finish it, or add --partial to score the finished slabs only")
+        if len(ranges) < n_slabs:
+            if not ranges:
+                raise CLIError(f"segmentation incomplete (0 of {n_slabs} slabs): nothing to score yet")
+            if np.shape(gt)[:1] != np.shape(pred)[:1]:
+                raise CLIError(f"the prediction has {np.shape(pred)[0]} slices and the ground truth "
+                               f"{np.shape(gt)[0]}; they must have the same shape")
+            zs = np.concatenate([np.arange(a, b) for a, b in ranges])
+            pred, gt = np.asarray(pred[int(zs[0]):int(zs[-1]) + 1])[zs - zs[0]], np.asarray(gt)[zs]
+            scope = f"; PARTIAL: only the {len(ranges)} finished of {n_slabs} slabs, {len(zs)} slices"
     try:
         result = evaluate(pred, gt, classes=classes)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     print(f"IoU of {args.pred} against {args.gt} ({result.n_slices} slice"
-          f"{'s' if result.n_slices != 1 else ''}, background excluded)")
+          f"{'s' if result.n_slices != 1 else ''}, background excluded{scope})")
     print(result.table())
     return 0
 
 
-def _read_label_image(path: str, what: str):
-    """(labels array, saved class names or None) of a label TIFF/image or a segmentation store."""
+def _read_label_image(path: str, what: str, args):
+    """(labels, saved class names or None, finished slabs or None) of a label TIFF/image or a
+    segmentation store; finished slabs are ``(ranges, n_slabs)`` for a ``segment --zarr`` store."""
     import json
-    from pathlib import Path
-
-    from .io import read_volume
 
     p = Path(path)
     if not p.exists():
         raise CLIError(f"{what} not found: {path}")
     if p.is_dir() and (p / "zarr.json").exists():
-        from .infer import open_segmentation
+        from .infer import finished_slabs, open_segmentation
 
         try:
             seg = open_segmentation(p)
-            return seg.labels, seg.classes or None
         except ValueError:
-            pass  # another zarr: read it as a volume below
+            seg = None  # another zarr: read it as a volume below
+        if seg is not None:
+            return seg.labels, seg.classes or None, finished_slabs(p)
     classes = None
     if p.suffix.lower() in (".tif", ".tiff"):
         try:
@@ -419,8 +498,8 @@ def _read_label_image(path: str, what: str):
                     classes = json.loads(text).get("classes")
         except Exception:
             classes = None
-    data, _meta = read_volume(path, standardize_mode="none")
-    return data, classes
+    data, _meta = _read(path, args, "evaluate", standardize_mode="none")
+    return data, classes, None
 
 
 # -- finetune --------------------------------------------------------------------------------
@@ -432,13 +511,13 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="none", metavar="NAME|PATH|none",
                    help="encoder weights: cem500k-mocov2, cem1.5m-swav (downloaded once into the "
                         "cache), a checkpoint file, or none (random init, everything trains; default)")
-    p.add_argument("--iterations", type=int, default=500, help="training iterations (default 500)")
-    p.add_argument("--crop", type=int, default=512, help="crop size, a multiple of 32 (default 512)")
-    p.add_argument("--batch", type=int, default=16, help="crops per iteration (default 16)")
+    p.add_argument("--iterations", type=int_at_least(1), default=500, help="training iterations (default 500)")
+    p.add_argument("--crop", type=int_at_least(64), default=512, help="crop size, a multiple of 32 (default 512)")
+    p.add_argument("--batch", type=int_at_least(1), default=16, help="crops per iteration (default 16)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
     p.add_argument("--classes", default=None, metavar="NAME,...",
                    help="names of the label values 1, 2, ... in order, e.g. 'background,mito'")
-    p.add_argument("--background-label", type=int, default=None, metavar="V",
+    p.add_argument("--background-label", type=int_at_least(0), default=None, metavar="V",
                    help="the painted value that is background (default: the class named "
                         "'background'; else unpainted pixels with --complete-slices; else 1)")
     p.add_argument("--complete-slices", action="store_true",
@@ -447,26 +526,27 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
                    help="auto: frozen encoder with weights, everything trains without (default)")
     p.add_argument("--planes", choices=["auto", "xy", "all"], default="auto",
                    help="auto: also xz and yz slices for near-isotropic volumes (default)")
-    p.add_argument("--lr", type=float, default=3e-3, help="OneCycle maximum learning rate (default 0.003)")
+    p.add_argument("--lr", type=float_in(0, 10, low_open=True), default=3e-3,
+                   help="OneCycle maximum learning rate (default 0.003)")
     p.add_argument("--augment", choices=["default", "cem500k"], default="default",
                    help="augmentations: default (quarter turns, flips, +-10%% brightness/contrast; best "
                         "for short runs) or cem500k (the paper's: any angle, random resized crop, +-30%%)")
-    p.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    p.add_argument("--seed", type=int_at_least(0), default=42, help="random seed (default 42)")
+    _axis_options(p, what="the image")
+    _axis_options(p, "labels-", what="the labels")
 
 
 @command("finetune", "fine-tune a U-Net (pre-trained ResNet50 encoder) on painted labels and save "
          "the model bundle", _finetune_args)
 def run_finetune_cli(args: argparse.Namespace) -> int:
     import signal
-    from pathlib import Path
 
     import numpy as np
     from tqdm import tqdm
 
     from ._cancel import Cancelled
-    from .io import read_volume
-    from .model import save_bundle
     from .augment import Augment
+    from .model import save_bundle
     from .train import finetune
 
     for name in ("image", "labels"):
@@ -475,15 +555,12 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise CLIError(f"output '{out}' is a folder; give a file name such as model.pt")
-    if args.iterations < 1:
-        raise CLIError(f"--iterations must be at least 1, got {args.iterations}")
-    if args.batch < 1:
-        raise CLIError(f"--batch must be at least 1, got {args.batch}")
-    if args.crop < 64 or args.crop % 32:
+    if args.crop % 32:
         raise CLIError(f"--crop must be a multiple of 32 and at least 64, got {args.crop}")
+    _check_output_file(out, "model file")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    image, meta = read_volume(args.image, lazy=False)
-    labels, _ = read_volume(args.labels, standardize_mode="none", lazy=False)
+    image, meta = _read(args.image, args, "finetune", lazy=False)
+    labels, _ = _read(args.labels, args, "finetune", "labels-", standardize_mode="none", lazy=False)
     image, labels = np.asarray(image), np.asarray(labels)
     if not np.issubdtype(labels.dtype, np.integer):
         if np.all(np.mod(labels, 1) == 0):
@@ -500,7 +577,7 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
         tqdm.write("stopping after this iteration; the model trained so far is saved "
                    "(Ctrl-C again to abort)", file=sys.stderr)
 
-    bar = tqdm(total=args.iterations, desc="finetune", unit="it", file=sys.stderr, dynamic_ncols=True)
+    bar = progress_bar(total=args.iterations, desc="finetune", unit="it")
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         gen = finetune(image, labels, classes=classes, background_label=args.background_label,
@@ -530,14 +607,14 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
         bar.close()
-    save_bundle(bundle, out)
+    out, code = _save(lambda p: save_bundle(bundle, p), out, "finetune")
     t = bundle.training
     print(f"{'stopped after' if t['stopped_early'] else 'trained'} {t['iterations']} iterations in "
           f"{t['seconds']:.0f} s on {t['device']}; classes {', '.join(bundle.classes)}; "
           f"encoder {bundle.encoder['name']} ({bundle.encoder['frozen']} frozen"
           f"{', ' + str(bundle.encoder['n_tensors_loaded']) + ' tensors loaded' if bundle.encoder['n_tensors_loaded'] else ''}); "
           f"final loss {t['loss'][-1]:.4f}; model saved to {out}")
-    return 0
+    return code
 
 
 # -- filter ----------------------------------------------------------------------------------
@@ -552,20 +629,18 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="PATH",
                    help="encoder weights for --model encoder: a checkpoint file or a released name "
                         "(cem500k-mocov2, cem1.5m-swav); default: a randomly initialised ResNet50")
-    p.add_argument("--threshold", type=float, default=0.5,
+    p.add_argument("--threshold", type=float_in(0, 1), default=0.5,
                    help="keep patches with P(informative) above this (default 0.5)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="folder for the informative patches (patches/, manifest.csv with p_informative)")
     p.add_argument("--device", default="auto", help="auto (default), cuda, mps or cpu (encoder only)")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=workers, default=1,
                    help="processes for the rf features (default 1; -1 for all cores)")
 
 
 @command("filter", "train an informative/uninformative classifier on your labels and write the "
          "informative patches of an export", _filter_args)
 def run_filter(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from tqdm import tqdm
 
     from .quality import filter_export
@@ -577,13 +652,10 @@ def run_filter(args: argparse.Namespace) -> int:
     if not labels.exists():
         raise CLIError(f"labels file not found: {labels} (label patches in the Label patches "
                        "widget, or pass --labels)")
-    if not 0.0 <= args.threshold <= 1.0:
-        raise CLIError(f"--threshold must be between 0 and 1, got {args.threshold}")
     if args.weights and args.model != "encoder":
         raise CLIError("--weights is for --model encoder")
-    if args.workers == 0 or args.workers < -1:
-        raise CLIError(f"--workers must be 1 or more (or -1 for all cores), got {args.workers}")
-    bar = tqdm(total=0, desc="filter", unit="patch", file=sys.stderr, dynamic_ncols=True)
+    _check_output_folder(args.output)
+    bar = progress_bar(total=0, desc="filter", unit="patch")
 
     def progress(done, total, stage):
         bar.set_description(f"filter ({stage})")
@@ -650,16 +722,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # a bad option (argparse said why, exit 2), or --help / --version
+        return done.code if isinstance(done.code, int) else 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
+    from ._outputs import OutputError, describe_os_error
     from .io import VolumeError
 
     try:
         return int(args._run(args) or 0)
-    except (CLIError, VolumeError) as exc:
+    except VolumeError as exc:
+        print(f"napari-cem {args.command}: error: {exc.message(_option_names())}", file=sys.stderr)
+        return 2
+    except (CLIError, OutputError) as exc:
         print(f"napari-cem {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # disk full, read-only, permission denied, drive gone: say which
+        print(f"napari-cem {args.command}: error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"napari-cem {args.command}: interrupted", file=sys.stderr)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -146,6 +147,7 @@ def export_curated(result: CurationResult, volume, out_dir, *, fingerprint: dict
     part_csv, part_json = _part_paths(out_dir, result.source)
     part_csv.parent.mkdir(parents=True, exist_ok=True)
     _remove_previous_files(out_dir, part_csv, part_json, update_manifest)
+    _remove_orphan_patches(patches_dir, result.source)
 
     total = result.n_kept
     written = 0
@@ -190,6 +192,22 @@ def _remove_previous_files(out_dir: Path, part_csv: Path, part_json: Path, updat
             except ValueError:
                 continue  # not a name this export wrote: nothing of ours to remove
             path.unlink(missing_ok=True)
+
+
+def _remove_orphan_patches(patches_dir: Path, source: str) -> list[Path]:
+    """Patch files of *source* left by an export that never finished (killed, disk full).
+
+    Called when the source is exported (again): by then no finished part lists any file of
+    it, so every file named like its patches is an orphan. The name pattern is exact
+    (source key, plane, numbers), so another source's files never match.
+    """
+    pattern = re.compile(rf"^{re.escape(source_key(source))}_(xy|xz|yz)_\d{{5,}}_y\d{{5,}}_x\d{{5,}}_\d+x\d+\.tif$")
+    removed = []
+    for entry in os.scandir(patches_dir):
+        if pattern.match(entry.name) and entry.is_file(follow_symlinks=False):
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+    return removed
 
 
 def rebuild_manifest(out_dir) -> Path:

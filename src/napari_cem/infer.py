@@ -41,6 +41,7 @@ from ._cancel import Cancelled
 __all__ = [
     "MODES",
     "Segmentation",
+    "finished_slabs",
     "labels_dtype",
     "open_segmentation",
     "plan_tiles",
@@ -567,6 +568,27 @@ def _check_memory(shape, n_out, dtype, mode, keep_probabilities, in_memory, slab
 
 def _gib(n_bytes: float) -> str:
     return f"{n_bytes / (1 << 30):,.1f} GiB"
+
+
+def finished_slabs(path) -> tuple[list[tuple[int, int]], int]:
+    """``(z ranges whose labels are final, number of slabs)`` of a store written by segment.
+
+    Labels are final slab by slab: in stack mode when the slab's xy slices are predicted,
+    in orthoplane mode when the three planes are averaged ("combine"). A finished store
+    has every slab.
+    """
+    import zarr
+
+    group = zarr.open_group(str(path), mode="r")
+    info = dict(group.attrs.get("napari_cem", {}))
+    labels = group["labels"]
+    depth, step = int(labels.shape[0]), int(labels.chunks[0])
+    n_slabs = max(1, math.ceil(depth / step))
+    if info.get("complete"):
+        return [(0, depth)], n_slabs
+    stage = "combine" if "planes_xy" in group else "xy"  # orthoplane stores keep per-plane arrays
+    done = sorted(int(b) for b in info.get("done", {}).get(stage, []))
+    return [(b * step, min((b + 1) * step, depth)) for b in done], n_slabs
 
 
 # ----------------------------------------------------------------------------------- main

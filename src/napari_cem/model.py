@@ -95,9 +95,7 @@ def _plain(value):
 
 def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> Path:
     """Write *bundle* to one file, atomically (the old file stays intact on failure)."""
-    import torch
-
-    from ._atomic import atomic_path
+    from ._torchfile import save_torch_file
 
     path = Path(path)
     state = {k: v.detach().to("cpu").contiguous() for k, v in bundle.model.state_dict().items()}
@@ -112,9 +110,7 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> Path:
         "encoder": _plain(bundle.encoder),
         "training": _plain(bundle.training),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+    return save_torch_file(payload, path)
 
 
 def load_bundle(path: str | os.PathLike, device="cpu") -> ModelBundle:

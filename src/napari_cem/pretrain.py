@@ -29,6 +29,7 @@ ranks).
 from __future__ import annotations
 
 import csv
+import errno
 import math
 import os
 import time
@@ -84,6 +85,22 @@ class PretrainConfig:
 
 
 # ---------------------------------------------------------------------------- data
+
+
+def _reserve_disk_space(path: Path) -> None:
+    """Allocate the whole (sparse) file now: a full disk is then an OSError here, not a
+    SIGBUS that kills the process when the memory map is written."""
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: write and hope
+        return
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        try:
+            os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                return  # this file system cannot reserve space
+            raise OSError(exc.errno, f"{exc.strerror} (the decoded patch cache needs "
+                                     f"{size / 1e9:.2f} GB)", str(path)) from None
 
 
 def _list_images(folder: Path) -> list[Path]:
@@ -151,6 +168,12 @@ class PatchFolder:
                 tmp = cache.with_name(cache.name + ".part")
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
                                                 shape=(len(files), self.size, self.size))
+                try:
+                    _reserve_disk_space(tmp)
+                except OSError:
+                    del out
+                    tmp.unlink(missing_ok=True)
+                    raise
             else:
                 out = []
             n = 0
@@ -387,15 +410,6 @@ class EpochLog:
     extra: dict = field(default_factory=dict)
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    import torch
-
-    from ._atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 def load_pretrain_checkpoint(path, map_location="cpu") -> dict:
     """A checkpoint of ours or the released one (data only: ``weights_only=True``)."""
     from ._torchfile import load_torch_file
@@ -602,6 +616,8 @@ def _enqueue(moco, keys) -> None:
 
 
 def _save_checkpoint(moco, optimizer, config, epoch, iteration, norms, path: Path, data) -> None:
+    from ._torchfile import save_torch_file
+
     state = {f"module.{k}": v.detach().cpu() for k, v in moco.state_dict().items()}
     ckpt = {"epoch": epoch, "arch": config.arch, "state_dict": state,
             "optimizer": optimizer.state_dict(), "norms": [float(norms[0]), float(norms[1])],
@@ -609,7 +625,7 @@ def _save_checkpoint(moco, optimizer, config, epoch, iteration, norms, path: Pat
             "data": {"n_images": len(data), "skipped": data.skipped}}
     # the new file is complete before the old one moves aside: a crash leaves one of them
     tmp = path.with_name(path.name + ".new")
-    _atomic_torch_save(ckpt, tmp)
+    save_torch_file(ckpt, tmp)
     if path.exists():
         os.replace(path, path.with_name(PREVIOUS_CHECKPOINT_NAME))
     os.replace(tmp, path)
@@ -637,21 +653,23 @@ def _append_log(path: Path, log: EpochLog) -> None:
 
 def add_arguments(p) -> None:
     """The options of ``napari-cem pretrain`` and ``python -m napari_cem.pretrain``."""
+    from ._argtypes import float_in, int_at_least
+
     d = PretrainConfig()
     p.add_argument("patch_dir", metavar="PATCH_DIR",
                    help="folder of 2D patches (a curate export, or any folder of images)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="folder for checkpoint.pth.tar (every epoch) and log.csv")
-    p.add_argument("--epochs", type=int, default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument("--batch", type=int, default=d.batch_size,
+    p.add_argument("--epochs", type=int_at_least(1), default=d.epochs, help=f"default {d.epochs}")
+    p.add_argument("--batch", type=int_at_least(2), default=d.batch_size,
                    help=f"total batch over all GPUs (default {d.batch_size})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"default {d.lr}")
-    p.add_argument("--queue", type=int, default=d.queue_size, help=f"default {d.queue_size}")
+    p.add_argument("--lr", type=float_in(0, 10, low_open=True), default=d.lr, help=f"default {d.lr}")
+    p.add_argument("--queue", type=int_at_least(1), default=d.queue_size, help=f"default {d.queue_size}")
     p.add_argument("--arch", default=d.arch, choices=["resnet50", "resnet34", "resnet18"],
                    help="encoder (default resnet50, as CEM500K)")
-    p.add_argument("--crop", type=int, default=d.crop, help=f"view size (default {d.crop})")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--max-minutes", type=float, default=None,
+    p.add_argument("--crop", type=int_at_least(32), default=d.crop, help=f"view size (default {d.crop})")
+    p.add_argument("--seed", type=int_at_least(0), default=d.seed)
+    p.add_argument("--max-minutes", type=float_in(0, low_open=True), default=None,
                    help="stop after the epoch that passes this wall time (a GPU-time budget)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth.tar")
     p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
@@ -667,11 +685,14 @@ def config_from_args(args) -> PretrainConfig:
 
 def run_from_args(args, echo=print) -> int:
     """Run with a progress bar on rank 0; returns an exit code."""
-    from tqdm import tqdm
+    from ._outputs import check_writable_folder
 
     config = config_from_args(args)
+    check_writable_folder(args.output)  # before reading a single patch
     rank, _ = _world()
-    bar = tqdm(total=0, unit="it", desc="pretrain", disable=rank != 0, dynamic_ncols=True)
+    from ._terminal import progress_bar
+
+    bar = progress_bar(total=0, unit="it", desc="pretrain", disable=rank != 0)
 
     def progress(info):
         bar.total = info["steps"]

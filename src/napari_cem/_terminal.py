@@ -1,0 +1,23 @@
+"""Progress on the command line: one tqdm bar shape for every command."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["progress_bar"]
+
+
+def progress_bar(**options):
+    """A tqdm bar on stderr, drawn only on a terminal: in a log file (batch jobs, pipes) its
+    carriage-return redraws would garble the lines; messages still go out via ``tqdm.write``."""
+    from tqdm import tqdm
+
+    disable = options.pop("disable", False) or not _is_terminal(sys.stderr)
+    return tqdm(file=sys.stderr, dynamic_ncols=True, disable=disable, **options)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
