@@ -94,3 +94,35 @@ def test_bad_inputs_are_one_line_errors(model_file, volume_file, tmp_path, capsy
     tifffile.imwrite(other, np.zeros((3, 40, 40), np.uint8), imagej=True, metadata={"axes": "ZYX"})
     assert main(["evaluate", str(volume_file), str(other), "--classes", "bg", "fg"]) == 2
     assert "differ in shape" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["stack", "orthoplane"])
+def test_evaluate_refuses_an_unfinished_store_unless_partial(model_file, tmp_path, napari_cem, mode):
+    """An interrupted `segment --zarr` must not be scored as if it were the whole volume."""
+    from napari_cem._cancel import Cancelled
+    from napari_cem.infer import finished_slabs, segment
+    from napari_cem.model import load_bundle
+    from napari_cem.synthetic import make_em_volume
+
+    vol = make_em_volume((8, 64, 64), isotropic=True, seed=1).image
+    store = tmp_path / "seg.zarr"
+    bundle = load_bundle(model_file)
+    full = segment(vol, bundle, mode=mode, precision="float32", slab=2, voxel_size=(8, 8, 8))
+    gt = tmp_path / "gt.tif"
+    tifffile.imwrite(gt, np.asarray(full.labels), imagej=True, metadata={"axes": "ZYX"})
+
+    def stop_late():  # once two slabs hold final labels, stop (as Ctrl-C or a kill would)
+        return (store / "zarr.json").exists() and len(finished_slabs(store)[0]) >= 2
+
+    with pytest.raises(Cancelled):
+        segment(vol, bundle, mode=mode, precision="float32", slab=2, out=store, should_stop=stop_late,
+                voxel_size=(8, 8, 8))
+    ranges, n_slabs = finished_slabs(store)
+    assert n_slabs == 4 and 0 < len(ranges) < 4, ranges
+    code, out, err = napari_cem("evaluate", store, gt)
+    assert code == 2 and "Traceback" not in err
+    assert f"segmentation incomplete ({len(ranges)} of 4 slabs): rerun segment to finish it" in err
+    code, out, err = napari_cem("evaluate", store, gt, "--partial")
+    assert code == 0, err
+    assert f"PARTIAL: only the {len(ranges)} finished of 4 slabs, {2 * len(ranges)} slices" in out
+    assert "1.000" in out  # the finished slabs equal the full run's labels

@@ -145,3 +145,37 @@ def test_curate_rerun_removes_patch_files_a_killed_run_left(data, tmp_path, napa
     listed = {patch_filename(r["source"], r["plane"], r["slice"], r["y"], r["x"], r["height"], r["width"])
               for r in read_manifest(out) if r["exemplar"]}
     assert {p.name for p in (out / "patches").iterdir()} - {other.name} == listed
+
+
+class _Evil:
+    """A pickle that would run code when loaded without weights_only."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch PWNED",))
+
+
+@pytest.mark.parametrize("command", ["finetune --weights", "segment MODEL", "pretrain --resume"])
+def test_a_checkpoint_holding_code_is_refused_in_our_words(data, tmp_path, napari_cem, command):
+    import torch
+
+    folder, _ = data
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "payload": _Evil()}, evil)
+    patches = tmp_path / "patches"
+    patches.mkdir()
+    for i in range(4):
+        tifffile.imwrite(patches / f"p{i}.tif", np.zeros((64, 64), np.uint8))
+    out = tmp_path / "moco"
+    out.mkdir()
+    (out / "checkpoint.pth.tar").write_bytes(evil.read_bytes())
+    args = {"finetune --weights": ["finetune", folder / "image.tif", folder / "labels.tif", "-o",
+                                   tmp_path / "m.pt", *FINETUNE, "--weights", evil],
+            "segment MODEL": ["segment", evil, folder / "image.tif", "-o", tmp_path / "s.tif"],
+            "pretrain --resume": ["pretrain", patches, "-o", out, "--resume", "--batch", "2",
+                                  "--queue", "4", "--device", "cpu"]}[command]
+    code, _out, err = napari_cem(*args, cwd=tmp_path)
+    line = _one_line_error(code, err)
+    assert "not a weights file napari-cem can load safely" in line and "system" in line
+    assert "weights_only" not in err and not (tmp_path / "PWNED").exists()

@@ -290,3 +290,21 @@ def test_reading_never_writes(tmp_path):
         np.asarray(arr)
     read_volume(tmp_path / "b.mrc", standardize_mode="none", lazy=True)
     assert _snapshot(tmp_path) == before
+
+
+def test_imagej_stack_saved_without_axes_is_read_as_z(tmp_path):
+    """tifffile declares such a file 'channels=N, axes CYX'; with N far above any real
+    channel count and no z axis, it is a z-stack (the 165 x 768 x 1024 labels report)."""
+    import tifffile
+
+    path = tmp_path / "labels.tif"
+    labels = np.random.default_rng(0).integers(0, 3, (20, 48, 64), dtype=np.uint8)
+    tifffile.imwrite(path, labels, imagej=True)
+    data, meta = read_volume(path, standardize_mode="none")
+    assert data.shape == (20, 48, 64) and meta.axes == "zyx"
+    np.testing.assert_array_equal(data, labels)
+    assert any("read as a z-stack of 20 slices" in w for w in meta.warnings)
+    few = tmp_path / "two.tif"  # a real 2-channel image still asks for a channel
+    tifffile.imwrite(few, labels[:2], imagej=True)
+    with pytest.raises(VolumeError, match="channel axis of 2"):
+        read_volume(few)

@@ -104,3 +104,31 @@ def test_bad_input_is_a_notification(make_napari_viewer, qtbot, monkeypatch, sam
     assert "Nothing is painted" in messages[-1] and w.start_button.enabled
     w.weights.value = "local file ..."
     assert w.start() is None and "Pick the weights file" in messages[-1]
+
+
+def test_an_unwritable_save_place_is_refused_before_training(widget, readonly_dir, monkeypatch):
+    import napari_cem._widgets.finetune as ft
+
+    messages = []
+    monkeypatch.setattr(ft, "notify_error", messages.append)
+    widget.save_to.value = str(readonly_dir / "model.pt")
+    assert widget.start() is None
+    assert "cannot write" in messages[-1] and "Save model to" in messages[-1]
+    assert widget._worker is None and widget.start_button.enabled
+
+
+def test_a_save_that_fails_at_the_end_is_rescued(widget, qtbot, tmp_path, small_disk, monkeypatch):
+    import napari_cem._widgets.finetune as ft
+
+    messages = []
+    monkeypatch.setattr(ft, "notify_error", messages.append)
+    monkeypatch.setenv("NAPARI_CEM_CACHE", str(tmp_path / "cache"))
+    disk = small_disk("256k")  # passes the check; the ~100 MB bundle does not fit
+    widget.save_to.value = str(disk / "model.pt")
+    widget.start()
+    _wait_idle(qtbot, widget)
+    rescued = list((tmp_path / "cache" / "rescued").glob("model-*.pt"))
+    assert len(rescued) == 1 and widget.bundle_path == rescued[0]
+    assert "No space left on device" in messages[-1] and str(rescued[0]) in messages[-1]
+    assert state_for(widget.viewer).active_model_path == rescued[0]
+    assert load_bundle(rescued[0]).classes == ["background", "mito"]

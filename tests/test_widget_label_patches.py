@@ -163,3 +163,16 @@ def test_live_near_duplicates_result(widget, tmp_path):
     assert widget.store.path == tmp_path / "em_labels.csv"
     _click(widget, widget._mosaic, _centre(widget, 0))
     assert LabelStore(tmp_path / "em_labels.csv").get(widget.patchset.ids[widget._page_indices[0]]) == "informative"
+
+
+def test_export_to_an_unwritable_folder_is_refused(widget, export, qtbot, readonly_dir, monkeypatch):
+    folder, ids, y = export
+    messages = []
+    monkeypatch.setattr("napari_cem._widgets.label_patches.notify_error", messages.append)
+    LabelStore(folder).set_many({pid: ("informative" if k else "uninformative")
+                                 for pid, k in list(zip(ids, y))[:30]})
+    widget.open_folder(folder)
+    widget.train()
+    _wait_idle(qtbot, widget)
+    assert widget.export(readonly_dir) is None
+    assert "cannot write to the export folder" in messages[-1] and widget._worker is None

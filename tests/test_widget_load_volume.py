@@ -79,3 +79,28 @@ def test_missing_path_is_refused_before_starting(widget):
 def test_folder_mode_switches_picker(widget):
     widget.source_kind.value = "folder of 2D images"
     assert widget.path.mode.value == "d"
+
+
+def test_a_channel_choice_names_the_widget_field(widget, qtbot, tmp_path):
+    import tifffile
+
+    path = tmp_path / "zcyx.tif"
+    tifffile.imwrite(path, np.zeros((4, 3, 32, 32), np.uint8), imagej=True, metadata={"axes": "ZCYX"})
+    _load_and_wait(qtbot, widget, path)
+    assert "choose Channel C with C in 0-2" in widget.messages["error"][-1]
+    assert "channel=" not in widget.messages["error"][-1]
+    widget.channel.value = 1
+    _load_and_wait(qtbot, widget, path)
+    assert widget.viewer.layers["zcyx"].data.shape == (4, 32, 32)
+
+
+def test_file_open_points_to_the_widget_for_a_channel(tmp_path):
+    import tifffile
+
+    from napari_cem._reader import read_layer_data
+    from napari_cem.io import VolumeError
+
+    path = tmp_path / "zcyx.tif"
+    tifffile.imwrite(path, np.zeros((4, 3, 32, 32), np.uint8), imagej=True, metadata={"axes": "ZCYX"})
+    with pytest.raises(VolumeError, match=r"choose Channel \(Plugins > napari-cem > Load EM volume\) C"):
+        read_layer_data(str(path))

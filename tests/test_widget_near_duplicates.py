@@ -143,3 +143,12 @@ def test_errors_are_notifications_not_crashes(make_napari_viewer, qtbot, monkeyp
     assert "smaller than half a patch" in messages[-1]
     assert w.result is None and w.run_button.enabled
     assert w.export() is None and "Run 'Find near-duplicates' first" in messages[-1]
+
+
+def test_export_to_an_unwritable_folder_is_refused_before_writing(widget, qtbot, readonly_dir, monkeypatch):
+    messages = []
+    monkeypatch.setattr("napari_cem._widgets.near_duplicates.notify_error", messages.append)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget.export(readonly_dir / "curated") is None
+    assert "cannot write to the export folder" in messages[-1] and widget._worker is None

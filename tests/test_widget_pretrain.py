@@ -175,3 +175,15 @@ def test_bad_input_is_a_message(make_napari_viewer, qtbot, monkeypatch, tmp_path
     # resume without a checkpoint
     w.resume.value = True
     assert w.start() is None and "no checkpoint" in messages[-1]
+
+
+def test_an_unwritable_output_folder_is_refused_before_reading(make_napari_viewer, monkeypatch, tmp_path,
+                                                               readonly_dir):
+    import napari_cem._widgets.pretrain as pw
+
+    messages = []
+    monkeypatch.setattr(pw, "notify_error", messages.append)
+    viewer = make_napari_viewer()
+    w = _widget(viewer, _export(tmp_path / "export"))
+    w.output.value = str(readonly_dir / "moco")
+    assert w.start() is None and "cannot write to the output folder" in messages[-1]

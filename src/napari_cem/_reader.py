@@ -52,12 +52,21 @@ def layer_data_from_volume(data, meta) -> tuple:
     return (data, kwargs, "image")
 
 
+#: The Load EM volume widget's fields, as an axis-choice message names them.
+WIDGET_OPTION_NAMES = {"channel": "Channel ", "timepoint": "Time point "}
+_READER_OPTION_NAMES = {k: f"{v.strip()} (Plugins > napari-cem > Load EM volume) "
+                        for k, v in WIDGET_OPTION_NAMES.items()}
+
+
 def read_layer_data(path):
-    from .io import read_volume
+    from .io import VolumeError, read_volume
 
     if isinstance(path, (list, tuple)):
         path = path[0]
-    data, meta = read_volume(path)
+    try:
+        data, meta = read_volume(path)
+    except VolumeError as exc:  # File > Open has no channel field: point to the widget's
+        raise VolumeError(exc.message(_READER_OPTION_NAMES)) from None
     for message in meta.warnings:
         _notify_warning(message)
     return [layer_data_from_volume(data, meta)]

@@ -18,7 +18,9 @@ from pathlib import Path
 
 __all__ = ["load_torch_file", "save_torch_file"]
 
-_UNSAFE = re.compile(r"Unsupported (?:global|operand)[^:]*:\s*(?:GLOBAL\s+)?([\w.]+)")
+# how torch names the object it refused ("Unsupported global: GLOBAL pathlib.PosixPath",
+# "unsupported GLOBAL posix.system whose module posix is blocked")
+_UNSAFE = re.compile(r"unsupported (?:global: )?GLOBAL\s+([\w.]+)", re.IGNORECASE)
 
 
 def load_torch_file(path: str | os.PathLike, map_location="cpu"):

@@ -20,6 +20,7 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ..augment import Augment  # light: no torch at import
+from .._outputs import OutputError, check_writable_file
 from ._common import (
     ProgressRow,
     device_line_pending,
@@ -363,6 +364,11 @@ class FinetuneWidget(Container):
             notify_error(str(exc))
             return None
         out = self._output_path(image_layer)
+        try:
+            check_writable_file(out, "model file")
+        except OutputError as exc:
+            notify_error(f"{exc} (Save model to)")
+            return None
         preload_torch_stack()  # the worker waits for it: the viewer never does
         options = dict(
             classes=names, background_label=background, complete_slices=bool(self.complete.value),
@@ -407,7 +413,7 @@ class FinetuneWidget(Container):
             self._pending_preview_target = None
 
     def _on_trained(self, payload) -> None:
-        bundle, path = payload
+        bundle, path, problem = payload
         self.bundle, self.bundle_path = bundle, path
         self.state.set_active_model(bundle, path)
         t = bundle.training
@@ -415,7 +421,10 @@ class FinetuneWidget(Container):
         self.result.value = (f"{verb} {t['iterations']} iterations in {t['seconds']:.0f} s; classes "
                              f"{', '.join(bundle.classes)}. Saved to {path.name}; active model.")
         self.progress.finish(f"Model saved to {path}")
-        notify_info(f"Model saved to {path}; it is now the active model for segmentation.")
+        if problem:
+            notify_error(f"Model: {problem}; it is now the active model for segmentation.")
+        else:
+            notify_info(f"Model saved to {path}; it is now the active model for segmentation.")
 
     def _on_error(self, exc: Exception) -> None:
         from .._cancel import Cancelled
@@ -499,11 +508,13 @@ class FinetuneWidget(Container):
 
 
 def _train_job(image, labels, options, out_path):
-    """Worker body: train (yielding progress), save the bundle atomically, return it."""
+    """Worker body: train (yielding progress), save the bundle atomically (into the rescue
+    folder if its own place fails at the end), return (bundle, path, problem or None)."""
     wait_for_torch_stack()
+    from .._outputs import save_or_rescue
     from ..model import save_bundle
     from ..train import finetune
 
     bundle = yield from finetune(image, labels, **options)
-    save_bundle(bundle, out_path)
-    return bundle, Path(out_path)
+    path, problem = save_or_rescue(lambda p: save_bundle(bundle, p), out_path)
+    return bundle, path, problem

@@ -29,6 +29,7 @@ from magicgui.widgets import (
     PushButton,
 )
 
+from .._outputs import OutputError, check_writable_folder
 from ._common import ProgressRow, notify_error, notify_info
 from ._state import state_for
 
@@ -479,6 +480,11 @@ class LabelPatchesWidget(Container):
                 notify_error("Choose a folder to export to first.")
                 return None
             out_dir = text
+        try:
+            check_writable_folder(out_dir, "export folder")
+        except OutputError as exc:
+            notify_error(str(exc))
+            return None
         clf = self.classifier
         record = {"model": clf.model, "cv_auroc": clf.cv_auroc, "n_informative_labels": clf.n_informative,
                   "n_uninformative_labels": clf.n_uninformative, "labels": str(self.store.path),

@@ -45,9 +45,9 @@ class LoadVolumeWidget(Container):
         self.invert = CheckBox(label="Invert contrast", value=False,
                                tooltip="For data with bright membranes (e.g. some public FIB-SEM sets).")
         self.override_voxel = CheckBox(label="Override voxel size", value=False)
-        self.voxel_z = FloatSpinBox(label="z (nm)", value=1.0, min=0.001, max=1e6, step=1.0, visible=False)
-        self.voxel_y = FloatSpinBox(label="y (nm)", value=1.0, min=0.001, max=1e6, step=1.0, visible=False)
-        self.voxel_x = FloatSpinBox(label="x (nm)", value=1.0, min=0.001, max=1e6, step=1.0, visible=False)
+        self.voxel_z = FloatSpinBox(label="z (nm)", value=1.0, min=0.01, max=1e6, step=0.25, visible=False)
+        self.voxel_y = FloatSpinBox(label="y (nm)", value=1.0, min=0.01, max=1e6, step=0.25, visible=False)
+        self.voxel_x = FloatSpinBox(label="x (nm)", value=1.0, min=0.01, max=1e6, step=0.25, visible=False)
         self.timepoint = SpinBox(label="Time point", value=-1, min=-1, max=100000,
                                  tooltip="Only for files with a time axis.")
         self.channel = SpinBox(label="Channel", value=-1, min=-1, max=1000,
@@ -156,9 +156,11 @@ class LoadVolumeWidget(Container):
         self.progress.finish(f"Loaded {meta.source}: {size}, {vs}.")
 
     def _on_error(self, exc: Exception) -> None:
+        from .._reader import WIDGET_OPTION_NAMES
         from ..io import VolumeError
 
-        message = str(exc) if isinstance(exc, VolumeError) else f"Could not load the file: {exc}"
+        message = (exc.message(WIDGET_OPTION_NAMES) if isinstance(exc, VolumeError)
+                   else f"Could not load the file: {exc}")
         self.progress.finish("Failed: " + message)
         notify_error(message)
 

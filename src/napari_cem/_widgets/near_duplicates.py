@@ -24,6 +24,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
+from .._outputs import OutputError, check_writable_folder
 from ._common import ProgressRow, notify_error, notify_info
 from ._state import state_for
 
@@ -367,6 +368,11 @@ class NearDuplicatesWidget(Container):
                 notify_error("Choose an export folder first.")
                 return None
             out_dir = text
+        try:
+            check_writable_folder(out_dir, "export folder")
+        except OutputError as exc:
+            notify_error(str(exc))
+            return None
         self._cancel_requested = False
         self._set_running(True)
         self.progress.start(max(self.result.n_kept, 1), f"Exporting {self.result.n_kept:,} patches ...")

@@ -153,6 +153,7 @@ class PretrainWidget(Container):
 
     # -- running ----------------------------------------------------------------------------
     def _read_inputs(self):
+        from .._outputs import check_writable_folder
         from ..pretrain import CHECKPOINT_NAME, IMAGE_SUFFIXES, PretrainConfig
 
         text = self._text(self.patches)
@@ -170,6 +171,7 @@ class PretrainWidget(Container):
             raise ValueError(f"The output '{out}' is a file; choose a folder.")
         if out.resolve() == folder.resolve():
             raise ValueError("Choose an output folder other than the patches folder.")
+        check_writable_folder(out)  # OutputError (a ValueError): before reading any patch
         has_checkpoint = (out / CHECKPOINT_NAME).is_file()
         if self.resume.value and not has_checkpoint:
             raise ValueError(f"Resume: there is no checkpoint in '{out}' to continue from.")
