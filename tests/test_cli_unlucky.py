@@ -179,3 +179,33 @@ def test_a_checkpoint_holding_code_is_refused_in_our_words(data, tmp_path, napar
     line = _one_line_error(code, err)
     assert "not a weights file napari-cem can load safely" in line and "system" in line
     assert "weights_only" not in err and not (tmp_path / "PWNED").exists()
+
+
+def test_filter_hitting_a_read_only_patches_folder_is_one_line_and_writes_no_manifest(
+        tmp_path, readonly, napari_cem):
+    from _quality_helpers import make_labelled_export
+
+    from napari_cem.quality import LabelStore
+
+    export, out = tmp_path / "export", tmp_path / "out"
+    ids, y = make_labelled_export(export, 12, 8)
+    LabelStore(export).set_many({pid: ("informative" if k else "uninformative") for pid, k in zip(ids, y)})
+    (out / "patches").mkdir(parents=True)
+    readonly(out / "patches")
+    code, _out, err = napari_cem("filter", export, "-o", out)
+    assert "patches" in _one_line_error(code, err)
+    assert not (out / "manifest.csv").exists() and not (out / "filter.json").exists()
+
+
+def test_curate_messages_are_whole_lines_in_a_log(data, tmp_path, napari_cem):
+    """stderr to a file or pipe (batch jobs): no progress-bar fragments around the messages."""
+    folder, _ = data
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"II*\x00 not really a tiff")
+    code, out, err = napari_cem("curate", folder / "image.tif", broken, "-o", tmp_path / "out",
+                                "--patch-size", "32")
+    assert code == 1
+    assert "\r" not in err
+    lines = err.splitlines()
+    assert any(line.startswith("napari-cem curate: error: broken: ") for line in lines)
+    assert any(line.startswith("image: ") and "exemplars written" in line for line in lines)

@@ -161,3 +161,19 @@ def test_classifier_beats_chance_on_the_committed_vnc_labels(vnc_dir, model):
     clf = fit_classifier(model, X[train], y[train])
     auroc = roc_auc_score(y[~train], clf.predict_proba(X[~train]))
     assert auroc > 0.8, auroc
+
+
+def test_encoder_weights_holding_code_are_refused_in_our_words(tmp_path):
+    """The Label-patches widget's encoder weights go through the same safe loader."""
+    from pathlib import PurePosixPath
+
+    import torch
+
+    from napari_cem.quality.classifiers import compute_features
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "obj": PurePosixPath("/")}, evil)
+    patches = [np.zeros((32, 32), np.uint8)] * 2
+    with pytest.raises(ValueError, match="not a weights file napari-cem can load safely") as refused:
+        compute_features("encoder", patches, encoder_weights=evil, device="cpu")
+    assert "weights_only" not in str(refused.value)

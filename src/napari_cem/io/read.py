@@ -102,6 +102,9 @@ def _finish(path, raw, mode, percentiles, invert, voxel_size, channel, timepoint
     if want_lazy and not is_dask(data):
         import dask.array as da
 
+        from ._source import SourceView
+
+        source = SourceView(data)  # in memory already: the sample reads it directly
         data = da.from_array(data, chunks="auto")
     out, info = standardize(data, mode, percentiles, invert, rgb=False, source=source)
     warnings.extend(info["warnings"])
