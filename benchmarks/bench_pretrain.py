@@ -91,10 +91,10 @@ def case_speed(args) -> list[str]:
     rate = float(np.mean([log.images_per_s for log in logs[1:]]))
     peak = (f"{torch.cuda.max_memory_allocated() / 2**30:.1f} GiB GPU" if device.type == "cuda"
             else f"{peak_rss_mib() / 1024:.1f} GiB RSS")
-    from napari_cem.pretrain import _mixed_precision
+    from napari_cem.device import autocast_policy
 
-    use_amp, dtype = _mixed_precision(device, args.amp, describe_device(device).bf16)
-    amp = f"{str(dtype).removeprefix('torch.')} autocast + channels_last" if use_amp else "fp32"
+    precision = autocast_policy(device, args.amp, "training")
+    amp = f"{precision.name} autocast + channels_last" if precision.enabled else "fp32"
     figure = (f"{rate:,.1f} images/s (epochs 2-{epochs} of {args.steps} steps), peak {peak}; "
               f"{args.arch}, batch {args.batch}, 224 x 224 {label} patches, queue {queue}, {amp}, "
               f"{describe_device(device)}")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from napari_cem._atomic import atomic_path, write_text_atomic
@@ -100,3 +101,47 @@ def test_a_killed_save_of_the_real_cli_leaves_a_temporary_file_the_rerun_removes
     assert len(leftovers) == 1 and target.read_bytes() == b"the old model"
     write_text_atomic(target, "the new model")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
+
+
+@pytest.mark.parametrize("kind, native, request_, purpose, expected", [
+    # inference: fp16 on CUDA (measured closer to float32 than bf16), bf16 on bf16-native CPUs
+    ("cuda", True, "auto", "inference", "fp16"),
+    ("cuda", False, "auto", "inference", "fp16"),
+    ("cpu", True, "auto", "inference", "bf16"),
+    ("cpu", False, "auto", "inference", "float32"),
+    ("mps", False, "auto", "inference", "float32"),
+    # training: bf16 where the GPU has it (no loss scaling), fp16 otherwise
+    ("cuda", True, "auto", "training", "bf16"),
+    ("cuda", False, "auto", "training", "fp16"),
+    ("cpu", False, "on", "training", "bf16"),
+    ("cpu", True, "off", "training", "float32"),
+    ("cuda", True, False, "training", "float32"),
+    ("cuda", True, True, "inference", "fp16"),
+    ("cpu", False, "bf16", "inference", "bf16"),  # an explicit choice is kept
+    ("mps", False, "fp16", "inference", "float32"),
+])
+def test_one_mixed_precision_rule(kind, native, request_, purpose, expected):
+    import torch
+
+    from napari_cem.device import DeviceInfo, autocast_policy
+
+    info = DeviceInfo(kind, "test", None, native)
+    assert autocast_policy(torch.device(kind), request_, purpose, info).name == expected
+
+
+def test_the_preview_asks_the_rule_for_inference(monkeypatch):
+    """model.predict_slice used bf16 autocast on every CUDA GPU, also those without bf16
+    (where the rule gives fp16): it now asks the one rule, as an inference job."""
+    from napari_cem import device as D
+    from napari_cem.model import ModelBundle, build_unet, predict_slice
+
+    asked = []
+
+    def spy(device, request="auto", purpose="inference", info=None):
+        asked.append((str(device), request, purpose))
+        return D.Precision("float32")
+
+    monkeypatch.setattr(D, "autocast_policy", spy)
+    bundle = ModelBundle(model=build_unet(1).eval(), classes=["background", "mito"], norms=(0.5, 0.2))
+    predict_slice(bundle, np.zeros((64, 64), np.uint8), "cpu")
+    assert asked == [("cpu", "auto", "inference")]

@@ -80,23 +80,6 @@ def test_training_changes_query_encoder_and_moves_key_encoder(tmp_path):
     assert (tmp_path / "out" / "log.csv").read_text().startswith("epoch,iteration,loss")
 
 
-def test_mixed_precision_choice():
-    """bf16 autocast where it is native (CUDA, AMX/AVX512-BF16 CPUs), fp16 on GPUs without bf16,
-    float32 on other CPUs unless asked; "off" always wins."""
-    from napari_cem.pretrain import _mixed_precision
-
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert _mixed_precision(cpu, "auto", bf16_native=False)[0] is False
-    assert _mixed_precision(cpu, "auto", bf16_native=True) == (True, torch.bfloat16)
-    assert _mixed_precision(cpu, "on", bf16_native=False) == (True, torch.bfloat16)
-    assert _mixed_precision(cpu, "off", bf16_native=True)[0] is False
-    assert _mixed_precision(torch.device("mps"), "on", bf16_native=False)[0] is False
-    if not torch.cuda.is_available():
-        # a GPU without bf16 (is_bf16_supported is False without CUDA) gets fp16 + loss scaling
-        assert _mixed_precision(cuda, "auto", bf16_native=False) == (True, torch.float16)
-    assert _mixed_precision(cuda, "off", bf16_native=True)[0] is False
-
-
 def test_bf16_autocast_on_cpu_trains_float32_weights(tmp_path):
     data = _patches(tmp_path / "p")
     config = PretrainConfig(epochs=1, amp="on", **SMALL)

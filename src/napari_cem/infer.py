@@ -170,7 +170,7 @@ class _Predictor:
                  precision="auto"):
         import torch
 
-        from .device import describe_device, select_device
+        from .device import autocast_policy, describe_device, select_device
 
         module, self.classes, self.mean, self.std, self.n_out = _model_parts(bundle)
         self.device = select_device(device) if not isinstance(device, torch.device) else device
@@ -187,16 +187,7 @@ class _Predictor:
         if precision not in ("auto", "float32", "bf16", "fp16"):
             raise ValueError(f"Unknown precision {precision!r}; choose auto, float32, bf16 or fp16.")
         self.fallback = precision == "auto"  # an explicit choice is kept, only checked
-        if precision == "auto":
-            if self.device.type == "cuda":
-                # fp16 keeps 3 more mantissa bits than bf16: on an H100 it matched float32
-                # labels far better at the same speed; the float32 check guards overflow
-                precision = "fp16"
-            elif self.device.type == "cpu" and info.bf16:
-                precision = "bf16"
-            else:
-                precision = "float32"
-        self.precision = precision
+        self.precision = autocast_policy(self.device, precision, "inference", info).name
         self.agreement = None  # float32 label agreement of the first batch, when reduced
         self.confident_agreement = None  # the same, on pixels float32 is confident about
         if batch_size in (None, 0, "auto"):
@@ -222,10 +213,11 @@ class _Predictor:
     def _forward(self, x, precision: str):
         import torch
 
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+        from .device import Precision
+
         if self.device.type in ("cuda", "cpu"):
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with Precision(precision).autocast(self.device.type):
             logits = self.model(x)
         logits = logits.float()
         if logits.ndim != 4 or logits.shape[1] != self.n_out:

@@ -172,7 +172,7 @@ def predict_slice(bundle, image2d: np.ndarray, device=None, *, amp: bool | None 
     import torch
     import torch.nn.functional as F
 
-    from .device import describe_device
+    from .device import autocast_policy
 
     model = bundle.model
     if device is None:
@@ -187,12 +187,11 @@ def predict_slice(bundle, image2d: np.ndarray, device=None, *, amp: bool | None 
     x = (x / 255.0 - bundle.norms[0]) / bundle.norms[1]
     if ph or pw:
         x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
-    if amp is None:
-        amp = device.type == "cuda" or (device.type == "cpu" and describe_device(device).bf16)
+    precision = autocast_policy(device, "auto" if amp is None else bool(amp), "inference")
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(amp)):
+        with torch.inference_mode(), precision.autocast(device.type):
             logits = model(x.contiguous(memory_format=torch.channels_last)).float()[..., :h, :w]
     finally:
         model.train(was_training)

@@ -434,7 +434,7 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
     import torch
     import torch.nn.functional as F
 
-    from .device import describe_device, select_device
+    from .device import autocast_policy, describe_device, select_device
 
     config = config or PretrainConfig()
     if config.amp not in ("auto", "on", "off"):
@@ -471,7 +471,8 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
     ckpt_path = out_dir / CHECKPOINT_NAME
     torch.manual_seed(config.seed)  # the same initial encoders and queue on every rank
     moco = build_moco(config).to(dev)
-    use_amp, amp_dtype = _mixed_precision(dev, config.amp, describe_device(dev).bf16)
+    precision = autocast_policy(dev, config.amp, "training", describe_device(dev))
+    use_amp, amp_dtype = precision.enabled, precision.dtype
     channels_last = dev.type == "cuda" or (dev.type == "cpu" and use_amp)
     if channels_last:
         moco = moco.to(memory_format=torch.channels_last)
@@ -564,21 +565,6 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
         if config.max_minutes is not None and \
                 time.perf_counter() - start_time > 60 * config.max_minutes:
             break
-
-
-def _mixed_precision(dev, amp: str, bf16_native: bool):
-    """(use autocast, its dtype): bf16 on CUDA and on CPUs with native bf16 (on CPUs without
-    it, bf16 is emulated and slower than float32); fp16 on GPUs that lack bf16."""
-    import torch
-
-    if amp == "auto":
-        use = dev.type == "cuda" or (dev.type == "cpu" and bf16_native)
-    else:
-        use = amp == "on" and dev.type in ("cuda", "cpu")
-    dtype = torch.bfloat16
-    if use and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-        dtype = torch.float16
-    return use, dtype
 
 
 def _momentum_update(moco, m: float) -> None:

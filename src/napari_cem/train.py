@@ -420,7 +420,7 @@ def finetune(image, labels, *, classes: Sequence[str] | None = None, background_
     """
     import torch
 
-    from .device import describe_device, select_device
+    from .device import autocast_policy, describe_device, select_device
     from .model import ModelBundle, build_unet, forward_logits, n_outputs_for, predict_slice
     from .weights import load_encoder_weights
 
@@ -447,13 +447,8 @@ def finetune(image, labels, *, classes: Sequence[str] | None = None, background_
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if amp == "auto":
-        use_amp = dev.type == "cuda" or (dev.type == "cpu" and info.bf16)
-    else:
-        use_amp = bool(amp) and dev.type in ("cuda", "cpu")
-    amp_dtype = torch.bfloat16
-    if use_amp and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-        amp_dtype = torch.float16
+    precision = autocast_policy(dev, amp, "training", info)
+    use_amp, amp_dtype = precision.enabled, precision.dtype
     use_cl = (dev.type in ("cuda", "cpu")) if channels_last == "auto" else bool(channels_last)
     memory_format = torch.channels_last if use_cl else torch.contiguous_format
 

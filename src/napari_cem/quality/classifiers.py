@@ -95,18 +95,14 @@ def encoder_features(patches, *, encoder_weights=None, device="auto", batch_size
     import torch
     import torch.nn.functional as F
 
-    from ..device import describe_device, select_device
+    from ..device import autocast_policy, describe_device, select_device
 
     n = len(patches)
     encoder, origin = encoder if encoder is not None else build_encoder(encoder_weights, seed)
     dev = select_device(device)
     info = describe_device(dev)
     channels_last = dev.type in ("cuda", "cpu")
-    amp_dtype = None
-    if dev.type == "cuda":
-        amp_dtype = torch.bfloat16 if info.bf16 else torch.float16
-    elif dev.type == "cpu" and info.bf16:
-        amp_dtype = torch.bfloat16
+    precision = autocast_policy(dev, "auto", "inference", info)
     encoder = encoder.to(dev)
     if channels_last:
         encoder = encoder.to(memory_format=torch.channels_last)
@@ -130,10 +126,7 @@ def encoder_features(patches, *, encoder_weights=None, device="auto", batch_size
             x = (x / 255.0 - mean) / std
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            if amp_dtype is not None:
-                with torch.autocast(device_type=dev.type, dtype=amp_dtype):
-                    feats = encoder(x)
-            else:
+            with precision.autocast(dev.type):
                 feats = encoder(x)
             pooled = torch.cat([feats[i].float().mean(dim=(2, 3)) for i in ENCODER_STAGES], dim=1)
             pooled = pooled.cpu().numpy()
@@ -145,7 +138,7 @@ def encoder_features(patches, *, encoder_weights=None, device="auto", batch_size
                 progress(done, n)
     if out is None:
         out = np.zeros((0, 0), np.float32)
-    origin = dict(origin, device=str(info), amp=str(amp_dtype).replace("torch.", "") if amp_dtype else "float32")
+    origin = dict(origin, device=str(info), amp=precision.name)
     return out, origin
 
 
