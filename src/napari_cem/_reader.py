@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-
-
 def _is_image_folder(path: Path) -> bool:
-    return any(p.suffix.lower() in _IMAGE_SUFFIXES and not p.name.startswith(".") for p in path.iterdir())
+    from .io._listing import IMAGE_SUFFIXES, is_hidden_or_system
+
+    return any(p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden_or_system(p.name) for p in path.iterdir())
 
 
 def _is_zarr(path: Path) -> bool:

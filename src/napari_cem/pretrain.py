@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ._cancel import Cancelled
+from .io._listing import IMAGE_SUFFIXES, is_hidden_or_system
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -52,7 +53,7 @@ __all__ = [
     "main",
 ]
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp")
+
 CHECKPOINT_NAME = "checkpoint.pth.tar"
 PREVIOUS_CHECKPOINT_NAME = "checkpoint_prev.pth.tar"
 LOG_NAME = "log.csv"
@@ -104,9 +105,11 @@ def _reserve_disk_space(path: Path) -> None:
 
 
 def _list_images(folder: Path) -> list[Path]:
+    """The images below *folder*, subfolders included, in path order (the order is part of
+    the patch cache's key and of an exact resume, so it stays as it was)."""
     return sorted(p for p in folder.rglob("*")
                   if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-                  and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+                  and not any(is_hidden_or_system(part) for part in p.relative_to(folder).parts))
 
 
 def _read_gray(path: Path) -> np.ndarray:

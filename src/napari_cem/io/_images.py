@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import VolumeError
-from .formats import IMAGE_SUFFIXES, glob_images, is_hidden_or_system, list_images
+from ._listing import IMAGE_SUFFIXES, glob_images, is_hidden_or_system, list_images
 from .raw import RawVolume
 
 

@@ -6,7 +6,6 @@ so that napari can ask "is this ours?" for every file it is shown without slowin
 
 from __future__ import annotations
 
-import glob as _glob
 import json
 from pathlib import Path
 
@@ -45,10 +44,6 @@ _SUPPORTED_TEXT = (
     "a Zarr/OME-Zarr folder, or a folder of 2D images"
 )
 
-#: Suffixes of the 2D images a folder or glob pattern may hold.
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-_SYSTEM_NAMES = {"thumbs.db", "desktop.ini", "__macosx", ".ds_store"}
 _ZARR_MARKERS = ("zarr.json", ".zarray", ".zgroup", ".zattrs")
 
 FORMAT_LABELS = {
@@ -68,11 +63,6 @@ def is_glob(path) -> bool:
     """True for patterns like 'dir/*.png' (which are not existing paths themselves)."""
     text = str(path)
     return any(ch in text for ch in "*?[") and not Path(text).exists()
-
-
-def is_hidden_or_system(name: str) -> bool:
-    """Files an OS or a zip tool left behind; they are never slices."""
-    return name.startswith(".") or name.lower() in _SYSTEM_NAMES
 
 
 def is_zarr_dir(path: Path) -> bool:
@@ -125,36 +115,6 @@ def source_name(path) -> str:
         if lower.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return name
-
-
-def list_images(folder: Path) -> list[Path]:
-    """2D image files in *folder*, natural order (img2 before img10), junk skipped."""
-    files = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not is_hidden_or_system(p.name) and p.suffix.lower() in IMAGE_SUFFIXES
-    ]
-    return sorted(files, key=natural_key)
-
-
-def glob_images(pattern: str) -> list[Path]:
-    """Image files matching a glob pattern, natural order, junk skipped."""
-    files = [
-        Path(p)
-        for p in _glob.glob(pattern)
-        if Path(p).is_file()
-        and not is_hidden_or_system(Path(p).name)
-        and Path(p).suffix.lower() in IMAGE_SUFFIXES
-    ]
-    return sorted(files, key=natural_key)
-
-
-def natural_key(path) -> list:
-    """Sort key where digit runs compare as numbers, so slice_9 comes before slice_10."""
-    import re
-
-    name = Path(path).name.lower()
-    return [int(tok) if tok.isdigit() else tok for tok in re.split(r"(\d+)", name)]
 
 
 def _zarr_has_multiscales(path: Path) -> bool:
