@@ -132,3 +132,58 @@ def test_a_save_that_fails_at_the_end_is_rescued(widget, qtbot, tmp_path, small_
     assert "No space left on device" in messages[-1] and str(rescued[0]) in messages[-1]
     assert state_for(widget.viewer).active_model_path == rescued[0]
     assert load_bundle(rescued[0]).classes == ["background", "mito"]
+
+
+def test_download_shows_its_progress_in_megabytes(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """The released-weights download reports bytes as it goes (the callback used to be dropped)."""
+    import dataclasses
+    import http.server
+    import threading
+    import time
+
+    import torch
+
+    from napari_cem import weights as W
+
+    sd = {"module.encoder_q.conv1.weight": torch.randn(64, 1, 7, 7),
+          "module.encoder_q.layer1.0.conv1.weight": torch.randn(64, 64, 1, 1),
+          "module.queue": torch.zeros(128, 6000)}  # ~3 MB
+    torch.save({"state_dict": sd, "norms": [0.5, 0.1]}, tmp_path / "w.pth")
+    payload = (tmp_path / "w.pth").read_bytes()
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            for i in range(0, len(payload), 1 << 16):
+                self.wfile.write(payload[i:i + (1 << 16)])
+                time.sleep(0.03)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/w.pth"
+    monkeypatch.setenv("NAPARI_CEM_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(W.KNOWN_WEIGHTS, "cem500k-mocov2",
+                        dataclasses.replace(W.KNOWN_WEIGHTS["cem500k-mocov2"], url=url, min_bytes=1000))
+    try:
+        viewer = make_napari_viewer()
+        w = FinetuneWidget(viewer)
+        viewer.window.add_dock_widget(w)
+        w.weights.value = "cem500k-mocov2"
+        seen = []
+
+        def finished():  # also records what the status line shows meanwhile
+            seen.append(str(w.progress.status.value))
+            return w._download_worker is None
+
+        assert w.download() is not None
+        qtbot.waitUntil(finished, timeout=60_000)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert any(s.startswith("Downloading: ") and " of 3 MB" in s for s in seen), seen
+    assert "saved to" in w.progress.status.value and W.is_cached("cem500k-mocov2")

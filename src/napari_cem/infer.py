@@ -410,8 +410,6 @@ def _chunk_thickness(volume, axis: int) -> int | None:
 class _Memory:
     """Outputs held in numpy arrays."""
 
-    resumable = False
-
     def __init__(self, shape, n_out, dtype, mode, keep_probabilities):
         self.labels = np.zeros(shape, dtype)
         self.probabilities = (np.zeros((n_out, *shape), np.uint8) if keep_probabilities else None)
@@ -433,8 +431,6 @@ class _Memory:
 class _ZarrStore:
     """Outputs in a zarr group: labels, probabilities, per-plane confidences (orthoplane),
     and the list of finished slabs in the attributes, so an interrupted run resumes."""
-
-    resumable = True
 
     def __init__(self, path, shape, n_out, dtype, mode, keep_probabilities, fingerprint,
                  chunks, class_names):

@@ -78,7 +78,6 @@ class PretrainConfig:
     seed: int = 0
     lr_steps: tuple = (0.6, 0.8)  # fractions of the epochs: 120 and 160 of 200
     max_minutes: float | None = None  # stop (after a checkpoint) once this much time passed
-    workers: int = 0  # DataLoader processes for decoding files
     amp: str = "auto"  # mixed precision: auto (CUDA, bf16-native CPUs), on, off
 
     def milestones(self) -> list[int]:

@@ -270,23 +270,31 @@ class FinetuneWidget(Container):
         if name not in KNOWN_WEIGHTS:
             return None
 
-        def job():
-            last = [0]
+        fetched = self._download_bytes = [0, None]  # written by the worker, read by a UI timer
 
-            def progress(done, total):
-                last[0] = done
-
-            return fetch_weights(name, progress=progress)
+        def progress(done, total):
+            fetched[:] = [done, total]
 
         self.download_button.enabled = False
         self.progress.start(1, f"Downloading {name} (about 100-300 MB) ...")
         self.progress.cancel_button.enabled = False
+        self._download_timer = _every(250, self._show_download_progress)
         self._download_worker = create_worker(
-            job, _connect={"returned": lambda p: self.progress.finish(f"{name} saved to {p}."),
-                           "errored": self._on_error, "finished": self._on_download_finished})
+            fetch_weights, name, progress=progress,
+            _connect={"returned": lambda p: self.progress.finish(f"{name} saved to {p}."),
+                      "errored": self._on_error, "finished": self._on_download_finished})
         return self._download_worker
 
+    def _show_download_progress(self) -> None:
+        done, total = self._download_bytes
+        if total:
+            self.progress.bar.max = max(1, total >> 20)
+            self.progress.step(done >> 20, f"Downloading: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB ...")
+        elif done:
+            self.progress.status.value = f"Downloading: {done / 1e6:,.0f} MB ..."
+
     def _on_download_finished(self) -> None:
+        self._download_timer.stop()
         self._download_worker = None
         self.download_button.enabled = True
         self._on_weights()
@@ -505,6 +513,16 @@ class FinetuneWidget(Container):
         else:
             out.data[z] = labels2d
         out.refresh()
+
+
+def _every(ms: int, callback):
+    """A started QTimer calling *callback* every *ms* milliseconds on the UI thread."""
+    from qtpy.QtCore import QTimer
+
+    timer = QTimer()
+    timer.timeout.connect(callback)
+    timer.start(ms)
+    return timer
 
 
 def _train_job(image, labels, options, out_path):
