@@ -52,14 +52,17 @@ def int_in(low: int, high: int):
 
 def float_in(low: float | None = None, high: float | None = None, *, low_open: bool = False):
     """Finite numbers in [low, high] (``low_open``: above *low*, not equal)."""
+    if low is None:
+        too_low = None
+    elif high is None:
+        too_low = f"above {low:g}" if low_open else f"{low:g} or more"
+    else:
+        too_low = f"above {low:g} and at most {high:g}" if low_open else f"between {low:g} and {high:g}"
 
     def parse(text):
         value = _number(text, float)
         if low is not None and (value <= low if low_open else value < low):
-            bound = f"above {low:g}" if low_open else f"{low:g} or more"
-            if high is not None:
-                bound = f"{'above' if low_open else 'between'} {low:g} {'and at most' if low_open else 'and'} {high:g}"
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {value:g}")
+            raise argparse.ArgumentTypeError(f"must be {too_low}, got {value:g}")
         if high is not None and value > high:
             raise argparse.ArgumentTypeError(f"must be at most {high:g}, got {value:g}")
         return value

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ._argtypes import float_in, int_at_least, int_in, workers
+from ._outputs import check_writable_file, check_writable_folder
 from ._terminal import progress_bar
 
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Callable]] = {}
@@ -50,24 +51,6 @@ def _read(path, args, command: str, prefix: str = "", **options):
     for note in meta.warnings:
         print(f"napari-cem {command}: note: {Path(str(path)).name}: {note}", file=sys.stderr)
     return data, meta
-
-
-def _check_output_file(path, what: str = "output file"):
-    from ._outputs import OutputError, check_writable_file
-
-    try:
-        return check_writable_file(path, what)
-    except OutputError as exc:
-        raise CLIError(str(exc)) from None
-
-
-def _check_output_folder(path, what: str = "output folder"):
-    from ._outputs import OutputError, check_writable_folder
-
-    try:
-        return check_writable_folder(path, what)
-    except OutputError as exc:
-        raise CLIError(str(exc)) from None
 
 
 def _save(save, path, command: str):
@@ -241,7 +224,7 @@ def run_curate(args: argparse.Namespace) -> int:
     missing = [p for p in args.inputs if not Path(p).exists()]
     if missing:
         raise CLIError(f"input not found: {', '.join(missing)}")
-    out = _check_output_folder(args.output)
+    out = check_writable_folder(args.output)
     request = CurateRequest(patch_size=args.patch_size, cutoff=args.cutoff, planes=args.planes,
                             grouping=args.grouping, seed=args.seed, tolerance=args.tolerance,
                             channel=args.channel, timepoint=args.timepoint)
@@ -330,9 +313,9 @@ def run_segment(args: argparse.Namespace) -> int:
     if not args.zarr and out.is_dir():
         raise CLIError(f"output '{out}' is a folder; give a .tif file name, or add --zarr")
     if args.zarr:
-        _check_output_folder(out if out.exists() else out.parent, "zarr store's folder")
+        check_writable_folder(out if out.exists() else out.parent, "zarr store's folder")
     else:
-        _check_output_file(out)
+        check_writable_file(out)
     try:
         bundle = load_bundle(model_path)
     except ValueError as exc:
@@ -438,8 +421,6 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
 @command("evaluate", "IoU per class of predicted labels against ground truth (3D and mean of 2D slices)",
          _evaluate_args)
 def run_evaluate(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .metrics import evaluate
 
     pred, saved_classes, finished = _read_label_image(args.pred, "prediction", args)
@@ -447,19 +428,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     classes = args.classes or saved_classes
     scope = ""
     if finished is not None:
-        ranges, n_slabs = finished
-        if len(ranges) < n_slabs and not args.partial:
-            raise CLIError(f"segmentation incomplete ({len(ranges)} of {n_slabs} slabs): rerun "
-                           "segment to finish it, or add --partial to score the finished slabs only")
-        if len(ranges) < n_slabs:
-            if not ranges:
-                raise CLIError(f"segmentation incomplete (0 of {n_slabs} slabs): nothing to score yet")
-            if np.shape(gt)[:1] != np.shape(pred)[:1]:
-                raise CLIError(f"the prediction has {np.shape(pred)[0]} slices and the ground truth "
-                               f"{np.shape(gt)[0]}; they must have the same shape")
-            zs = np.concatenate([np.arange(a, b) for a, b in ranges])
-            pred, gt = np.asarray(pred[int(zs[0]):int(zs[-1]) + 1])[zs - zs[0]], np.asarray(gt)[zs]
-            scope = f"; PARTIAL: only the {len(ranges)} finished of {n_slabs} slabs, {len(zs)} slices"
+        pred, gt, scope = _finished_part(pred, gt, *finished, partial=args.partial)
     try:
         result = evaluate(pred, gt, classes=classes)
     except ValueError as exc:
@@ -468,6 +437,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
           f"{'s' if result.n_slices != 1 else ''}, background excluded{scope})")
     print(result.table())
     return 0
+
+
+def _finished_part(pred, gt, ranges, n_slabs: int, partial: bool):
+    """(pred, gt, note) of a segmentation store: all of it when finished, else refused or,
+    with *partial*, only its finished slabs (the note says so)."""
+    import numpy as np
+
+    if len(ranges) == n_slabs:
+        return pred, gt, ""
+    if not partial or not ranges:
+        raise CLIError(f"segmentation incomplete ({len(ranges)} of {n_slabs} slabs): rerun segment to "
+                       f"finish it{', or add --partial to score the finished slabs only' if ranges else ''}")
+    if np.shape(gt)[:1] != np.shape(pred)[:1]:
+        raise CLIError(f"the prediction has {np.shape(pred)[0]} slices and the ground truth "
+                       f"{np.shape(gt)[0]}; they must have the same shape")
+    pred = np.concatenate([np.asarray(pred[a:b]) for a, b in ranges])
+    gt = np.concatenate([np.asarray(gt[a:b]) for a, b in ranges])
+    return pred, gt, f"; PARTIAL: only the {len(ranges)} finished of {n_slabs} slabs, {len(pred)} slices"
 
 
 def _read_label_image(path: str, what: str, args):
@@ -557,7 +544,7 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
         raise CLIError(f"output '{out}' is a folder; give a file name such as model.pt")
     if args.crop % 32:
         raise CLIError(f"--crop must be a multiple of 32 and at least 64, got {args.crop}")
-    _check_output_file(out, "model file")
+    check_writable_file(out, "model file")
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
     image, meta = _read(args.image, args, "finetune", lazy=False)
     labels, _ = _read(args.labels, args, "finetune", "labels-", standardize_mode="none", lazy=False)
@@ -654,7 +641,7 @@ def run_filter(args: argparse.Namespace) -> int:
                        "widget, or pass --labels)")
     if args.weights and args.model != "encoder":
         raise CLIError("--weights is for --model encoder")
-    _check_output_folder(args.output)
+    check_writable_folder(args.output)
     bar = progress_bar(total=0, desc="filter", unit="patch")
 
     def progress(done, total, stage):

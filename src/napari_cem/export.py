@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ._atomic import write_text_atomic
-from ._names import check_name, path_under
+from ._names import check_name
 from ._cancel import Cancelled
 from .curate import MANIFEST_COLUMNS, CurationResult
 
@@ -175,26 +175,18 @@ def export_curated(result: CurationResult, volume, out_dir, *, fingerprint: dict
 
 
 def _remove_previous_files(out_dir: Path, part_csv: Path, part_json: Path, update_manifest: bool) -> None:
-    """A source exported before with other parameters: drop its part and its old TIFFs."""
+    """A source exported before with other parameters: drop its part, so that the manifest
+    stops naming its old TIFFs before ``_remove_orphan_patches`` deletes them."""
     if part_json.exists():
         part_json.unlink()
     if not part_csv.exists():
         return
-    old = part_csv.read_text().splitlines()
     part_csv.unlink()
     if update_manifest or (out_dir / "manifest.csv").exists():
-        rebuild_manifest(out_dir)  # the manifest must stop naming them before they go
-    for row in csv.reader(old):
-        if len(row) == len(MANIFEST_COLUMNS) and row[-1] == "1":
-            source, plane, s, y, x, h, w = row[:7]
-            try:
-                path = path_under(out_dir / "patches", patch_filename(source, plane, s, y, x, h, w))
-            except ValueError:
-                continue  # not a name this export wrote: nothing of ours to remove
-            path.unlink(missing_ok=True)
+        rebuild_manifest(out_dir)
 
 
-def _remove_orphan_patches(patches_dir: Path, source: str) -> list[Path]:
+def _remove_orphan_patches(patches_dir: Path, source: str) -> None:
     """Patch files of *source* left by an export that never finished (killed, disk full).
 
     Called when the source is exported (again): by then no finished part lists any file of
@@ -202,12 +194,9 @@ def _remove_orphan_patches(patches_dir: Path, source: str) -> list[Path]:
     (source key, plane, numbers), so another source's files never match.
     """
     pattern = re.compile(rf"^{re.escape(source_key(source))}_(xy|xz|yz)_\d{{5,}}_y\d{{5,}}_x\d{{5,}}_\d+x\d+\.tif$")
-    removed = []
     for entry in os.scandir(patches_dir):
         if pattern.match(entry.name) and entry.is_file(follow_symlinks=False):
             os.unlink(entry.path)
-            removed.append(Path(entry.path))
-    return removed
 
 
 def rebuild_manifest(out_dir) -> Path:

@@ -106,6 +106,17 @@ def text_label(value: str = "") -> Label:
     return label
 
 
+def output_problem(path, what: str, *, file: bool = False) -> str | None:
+    """Why *path* cannot take a widget's output (checked before any work), or None."""
+    from .._outputs import OutputError, check_writable_file, check_writable_folder
+
+    try:
+        (check_writable_file if file else check_writable_folder)(path, what)
+    except OutputError as exc:
+        return str(exc)
+    return None
+
+
 def notify_error(message: str) -> None:
     from napari.utils.notifications import show_error
 

@@ -20,12 +20,12 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ..augment import Augment  # light: no torch at import
-from .._outputs import OutputError, check_writable_file
 from ._common import (
     ProgressRow,
     device_line_pending,
     notify_error,
     notify_info,
+    output_problem,
     preload_labels_display,
     preload_torch_stack,
     text_label,
@@ -372,10 +372,9 @@ class FinetuneWidget(Container):
             notify_error(str(exc))
             return None
         out = self._output_path(image_layer)
-        try:
-            check_writable_file(out, "model file")
-        except OutputError as exc:
-            notify_error(f"{exc} (Save model to)")
+        problem = output_problem(out, "model file", file=True)
+        if problem:
+            notify_error(f"{problem} (Save model to)")
             return None
         preload_torch_stack()  # the worker waits for it: the viewer never does
         options = dict(

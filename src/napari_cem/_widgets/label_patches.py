@@ -29,8 +29,7 @@ from magicgui.widgets import (
     PushButton,
 )
 
-from .._outputs import OutputError, check_writable_folder
-from ._common import ProgressRow, notify_error, notify_info
+from ._common import ProgressRow, notify_error, notify_info, output_problem
 from ._state import state_for
 
 GRID = 8  # patches per row and column of a page
@@ -480,10 +479,9 @@ class LabelPatchesWidget(Container):
                 notify_error("Choose a folder to export to first.")
                 return None
             out_dir = text
-        try:
-            check_writable_folder(out_dir, "export folder")
-        except OutputError as exc:
-            notify_error(str(exc))
+        problem = output_problem(out_dir, "export folder")
+        if problem:
+            notify_error(problem)
             return None
         clf = self.classifier
         record = {"model": clf.model, "cv_auroc": clf.cv_auroc, "n_informative_labels": clf.n_informative,

@@ -24,8 +24,7 @@ from magicgui.widgets import (
     SpinBox,
 )
 
-from .._outputs import OutputError, check_writable_folder
-from ._common import ProgressRow, notify_error, notify_info
+from ._common import ProgressRow, notify_error, notify_info, output_problem
 from ._state import state_for
 
 _PLANE_ORDER = {"xy": (0, 1, 2), "xz": (1, 0, 2), "yz": (2, 0, 1)}  # dims order that shows a plane
@@ -368,10 +367,9 @@ class NearDuplicatesWidget(Container):
                 notify_error("Choose an export folder first.")
                 return None
             out_dir = text
-        try:
-            check_writable_folder(out_dir, "export folder")
-        except OutputError as exc:
-            notify_error(str(exc))
+        problem = output_problem(out_dir, "export folder")
+        if problem:
+            notify_error(problem)
             return None
         self._cancel_requested = False
         self._set_running(True)

@@ -3,8 +3,8 @@
 Its message is written for the biologist at the microscope, not for a programmer: the
 viewer and the CLI show it as is, without a traceback, so it has to say what is wrong
 with the file and what to do about it. A message that asks for a choice (a channel, a
-time point) names the option with a placeholder, ``{channel}`` or ``{timepoint}``, so
-that each caller can name its own: ``channel=`` in Python (the default), ``--channel``
+time point) writes the option as ``{channel}`` or ``{timepoint}``, so that each caller
+can name its own: ``channel=`` in Python (the default), ``--channel``
 on the command line, the *Channel* field in the widget (``VolumeError.message``).
 """
 
@@ -24,7 +24,7 @@ class VolumeError(ValueError):
         super().__init__(self.message())
 
     def message(self, names: dict[str, str] | None = None) -> str:
-        """The message with each ``{option}`` placeholder written as *names* spells it."""
+        """The message with ``{channel}`` / ``{timepoint}`` written as *names* spells them."""
         text = self.template
         for option, default in OPTION_NAMES.items():
             text = text.replace("{" + option + "}", (names or {}).get(option, default))

@@ -316,8 +316,8 @@ def _dask_stats(arr, percentiles, max_chunks, max_voxels, rng, source=None):
     if sample.size == 0:
         if arr.size > _FULL_SCAN_VOXELS:
             raise VolumeError(
-                f"None of the {n_chunks} chunks sampled from this {_gib(arr.size * arr.dtype.itemsize)} "
-                "volume holds a number (only NaN or infinite values); it is too large to scan "
+                f"None of the {n_chunks} chunks sampled from this "
+                f"{arr.size * arr.dtype.itemsize / (1 << 30):,.1f} GiB volume holds a number (only NaN or infinite values); it is too large to scan "
                 "whole. Check the file, or give a cleaner resolution level."
             )
         # The sample may have hit only padding: look further, streaming chunk by chunk.
@@ -393,10 +393,6 @@ def _sub_box(box, max_voxels, rng):
             slices.append(slice(a, b))
             max_voxels = max(1, max_voxels // max(1, size))
     return tuple(slices)
-
-
-def _gib(n_bytes: float) -> str:
-    return f"{n_bytes / (1 << 30):,.1f} GiB"
 
 
 def _check_mode(mode) -> str:
