@@ -109,7 +109,7 @@ def case_viewer() -> dict:
     viewer.window.add_dock_widget(widget)
     widget.planes.value = "all"
     run_until(lambda: False, 1.0)  # let the window settle before probing
-    idle = lambda: widget._worker is None and widget._regroup_worker is None  # noqa: E731
+    idle = lambda: widget._worker is None and not widget.regrouping.running  # noqa: E731
 
     shown = {}
     on_result = widget._on_result

@@ -145,3 +145,54 @@ def test_the_preview_asks_the_rule_for_inference(monkeypatch):
     bundle = ModelBundle(model=build_unet(1).eval(), classes=["background", "mito"], norms=(0.5, 0.2))
     predict_slice(bundle, np.zeros((64, 64), np.uint8), "cpu")
     assert asked == [("cpu", "auto", "inference")]
+
+
+# -- progress protocol and Stop inside a forward pass -----------------------------------------
+def test_throttled_progress_keeps_the_first_the_stage_changes_and_the_end(monkeypatch):
+    from napari_cem import _progress
+
+    clock = {"t": 0.0}
+    monkeypatch.setattr(_progress.time, "perf_counter", lambda: clock["t"])
+    seen = []
+    progress = _progress.Throttled(lambda d, t, s: seen.append((d, t, s)), interval=0.1)
+    for i in range(1, 11):  # ten calls within 0.1 s: only the first and the last pass
+        clock["t"] += 0.005
+        progress(i, 10, "hashing")
+    progress(0, 5, "grouping")  # a new stage always passes
+    progress(1, 5, "grouping, 20 %")  # details after a comma are the same stage
+    clock["t"] += 0.2
+    progress(2, 5, "grouping, 40 %")  # the interval passed
+    assert seen == [(1, 10, "hashing"), (10, 10, "hashing"), (0, 5, "grouping"),
+                    (2, 5, "grouping, 40 %")]
+
+
+def test_staged_and_report_adapt_the_callbacks():
+    from napari_cem._progress import report, staged
+
+    seen = []
+    staged(lambda d, t, s: seen.append((d, t, s)), "features")(3, 9)
+    report(lambda d, t, s: seen.append((d, t, s)), 1, 2, "writing")
+    report(None, 1, 2, "nobody listens")
+    assert staged(None, "x") is None and seen == [(3, 9, "features"), (1, 2, "writing")]
+
+
+def test_stop_lands_inside_a_forward_pass_and_the_hooks_go_away():
+    import torch
+
+    from napari_cem._cancel import Cancelled, stoppable
+
+    calls = []
+
+    class Block(torch.nn.Module):
+        def forward(self, x):
+            calls.append(1)
+            return x + 1
+
+    model = torch.nn.Sequential(Block(), Block(), torch.nn.Sequential(Block(), Block()))
+    with pytest.raises(Cancelled), stoppable(model, lambda: len(calls) >= 2):
+        model(torch.zeros(1))
+    assert len(calls) == 2  # the third block never ran
+    assert all(not m._forward_pre_hooks for m in model.modules())
+    assert float(model(torch.zeros(1))) == 4.0  # no hooks left: a later forward is untouched
+    with stoppable(model, None):
+        assert float(model(torch.zeros(1))) == 4.0

@@ -157,15 +157,11 @@ def test_lazy_dask_input_gives_the_same_labels(iso):
 def test_zarr_output_resumes_after_an_interruption(iso, tmp_path):
     out = tmp_path / "seg.zarr"
     ref = segment(iso, bundle(Recorder()), keep_probabilities=True)
-    calls = {"n": 0}
-
-    def stop_after_some():
-        calls["n"] += 1
-        return calls["n"] > 12
+    done = {"n": 0}  # Stop once two slabs of 4 slices are finished
 
     with pytest.raises(Cancelled):
         segment(iso, bundle(Recorder()), out=out, slab=4, keep_probabilities=True,
-                should_stop=stop_after_some)
+                progress=lambda d, t, s: done.update(n=d), should_stop=lambda: done["n"] >= 8)
     partial = open_segmentation(out)
     assert not partial.metadata["complete"]
     rec = Recorder()

@@ -157,8 +157,9 @@ def test_stop_keeps_the_last_checkpoint(tmp_path):
     config = PretrainConfig(epochs=3, **SMALL)
     seen = {"epoch": 0}
 
-    def progress(info):
-        seen["epoch"] = info["epoch"]
+    def progress(done, total, stage):
+        if stage.startswith("epoch "):  # "epoch 2 / 3, loss ..."
+            seen["epoch"] = int(stage.split()[1])
 
     with pytest.raises(Cancelled):  # stopped during epoch 2
         list(pretrain(data, tmp_path / "out", config, device="cpu", progress=progress,

@@ -260,7 +260,7 @@ def test_download_resumes_a_partial_file(small_moco_bytes, cache):
         part.write_bytes(small_moco_bytes[:1500])
         seen = []
         path = W.fetch_weights("cem500k-mocov2", url=server.url, known_hash=None, min_bytes=1000,
-                               progress=lambda done, total: seen.append((done, total)))
+                               progress=lambda done, total, _stage: seen.append((done, total)))
         assert path.read_bytes() == small_moco_bytes
         assert server.requests[-1]["range"] == "bytes=1500-"
         assert seen[-1] == (len(small_moco_bytes), len(small_moco_bytes))

@@ -20,7 +20,7 @@ def sample():
 
 
 def _wait_idle(qtbot, widget, timeout=120_000):
-    qtbot.waitUntil(lambda: widget._worker is None and widget._preview_worker is None, timeout=timeout)
+    qtbot.waitUntil(lambda: widget._worker is None and not widget.previewing.running, timeout=timeout)
 
 
 @pytest.fixture()
@@ -73,8 +73,10 @@ def test_training_saves_the_bundle_and_makes_it_active(widget, qtbot, tmp_path):
 def test_stop_keeps_the_latest_weights(widget, qtbot, tmp_path):
     widget.iterations.value = 500
     seen = []
-    worker = widget.start()
-    worker.yielded.connect(lambda step: (seen.append(step.iteration), widget.stop() if len(seen) == 2 else None))
+    show_step = widget._on_step
+    widget._on_step = lambda step: (seen.append(step.iteration), show_step(step),
+                                    widget.stop() if len(seen) == 2 else None)
+    widget.start()
     # a preview request during training is answered by the training thread
     widget.preview()
     _wait_idle(qtbot, widget)
@@ -89,6 +91,7 @@ def test_bad_input_is_a_notification(make_napari_viewer, qtbot, monkeypatch, sam
 
     messages = []
     monkeypatch.setattr(ft, "notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     viewer = make_napari_viewer()
     w = FinetuneWidget(viewer)
     assert w.start() is None and "Open an EM image" in messages[-1]
@@ -111,6 +114,7 @@ def test_an_unwritable_save_place_is_refused_before_training(widget, readonly_di
 
     messages = []
     monkeypatch.setattr(ft, "notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     widget.save_to.value = str(readonly_dir / "model.pt")
     assert widget.start() is None
     assert "cannot write" in messages[-1] and "Save model to" in messages[-1]
@@ -122,6 +126,7 @@ def test_a_save_that_fails_at_the_end_is_rescued(widget, qtbot, tmp_path, small_
 
     messages = []
     monkeypatch.setattr(ft, "notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     monkeypatch.setenv("NAPARI_CEM_CACHE", str(tmp_path / "cache"))
     disk = small_disk("256k")  # passes the check; the ~100 MB bundle does not fit
     widget.save_to.value = str(disk / "model.pt")
@@ -178,7 +183,7 @@ def test_download_shows_its_progress_in_megabytes(make_napari_viewer, qtbot, tmp
 
         def finished():  # also records what the status line shows meanwhile
             seen.append(str(w.progress.status.value))
-            return w._download_worker is None
+            return w._worker is None
 
         assert w.download() is not None
         qtbot.waitUntil(finished, timeout=60_000)

@@ -136,6 +136,7 @@ def test_bad_input_gives_messages_and_trains_nothing(widget, export, tmp_path, m
     folder, ids, _y = export
     messages = []
     monkeypatch.setattr("napari_cem._widgets.label_patches.notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     assert not widget.open_folder(tmp_path)  # no manifest.csv
     assert "no manifest.csv" in messages[-1]
     assert widget.train() is None and "Open an export folder" in messages[-1]
@@ -169,6 +170,7 @@ def test_export_to_an_unwritable_folder_is_refused(widget, export, qtbot, readon
     folder, ids, y = export
     messages = []
     monkeypatch.setattr("napari_cem._widgets.label_patches.notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     LabelStore(folder).set_many({pid: ("informative" if k else "uninformative")
                                  for pid, k in list(zip(ids, y))[:30]})
     widget.open_folder(folder)

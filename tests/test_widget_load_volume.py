@@ -17,6 +17,7 @@ def widget(make_napari_viewer, monkeypatch):
     viewer.window.add_dock_widget(w, name="Load EM volume")
     messages = {"error": [], "warning": [], "info": []}
     monkeypatch.setattr(load_volume, "notify_error", messages["error"].append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages["error"].append)  # job errors
     monkeypatch.setattr(load_volume, "notify_warning", messages["warning"].append)
     monkeypatch.setattr(load_volume, "notify_info", messages["info"].append)
     w.messages = messages

@@ -16,7 +16,7 @@ def volume():
 
 
 def _wait_idle(qtbot, widget, timeout=60_000):
-    qtbot.waitUntil(lambda: widget._worker is None and widget._regroup_worker is None, timeout=timeout)
+    qtbot.waitUntil(lambda: widget._worker is None and not widget.regrouping.running, timeout=timeout)
 
 
 @pytest.fixture()
@@ -134,6 +134,7 @@ def test_errors_are_notifications_not_crashes(make_napari_viewer, qtbot, monkeyp
 
     messages = []
     monkeypatch.setattr(nd, "notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     viewer = make_napari_viewer()
     w = NearDuplicatesWidget(viewer)
     assert w.run() is None and "Open an EM image" in messages[-1]
@@ -148,6 +149,7 @@ def test_errors_are_notifications_not_crashes(make_napari_viewer, qtbot, monkeyp
 def test_export_to_an_unwritable_folder_is_refused_before_writing(widget, qtbot, readonly_dir, monkeypatch):
     messages = []
     monkeypatch.setattr("napari_cem._widgets.near_duplicates.notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     widget.run()
     _wait_idle(qtbot, widget)
     assert widget.export(readonly_dir / "curated") is None

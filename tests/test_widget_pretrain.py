@@ -62,8 +62,9 @@ def test_run_writes_a_checkpoint_that_fine_tune_offers(make_napari_viewer, qtbot
     assert w.lr.value == pytest.approx(0.015)
     assert w.batch_note.native.isHidden()  # batch 4 on the CPU, queue 16: nothing to say
     epochs = []
-    worker = w.start()
-    worker.yielded.connect(lambda u: epochs.append(u[1].epoch) if u[0] == "epoch" else None)
+    show_epoch = w._on_epoch
+    w._on_epoch = lambda log: (epochs.append(log.epoch), show_epoch(log))  # each epoch reaches the UI
+    w.start()
     _wait_idle(qtbot, w)
     ckpt = out / CHECKPOINT_NAME
     assert ckpt.is_file() and epochs == [1, 2]
@@ -83,6 +84,7 @@ def test_run_writes_a_checkpoint_that_fine_tune_offers(make_napari_viewer, qtbot
     # a second run into the same folder is refused unless it resumes
     messages = []
     monkeypatch.setattr(pw, "notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     assert w.start() is None and "tick Resume" in messages[-1]
     w.resume.value = True
     w.epochs.value = 3
@@ -103,9 +105,9 @@ def test_stop_keeps_the_last_checkpoint(make_napari_viewer, qtbot, monkeypatch, 
     stop_in = {"epoch": 1}
 
     def pretrain(*args, progress, **kwargs):
-        def progress_and_stop(info):  # Stop pressed during the first step of an epoch
-            progress(info)
-            if info["epoch"] == stop_in["epoch"] and info["step"] == 1:
+        def progress_and_stop(done, total, stage):  # Stop pressed during the first step of an epoch
+            progress(done, total, stage)
+            if stage.startswith(f"epoch {stop_in['epoch']} /"):
                 w.stop()
         return run(*args, progress=progress_and_stop, **kwargs)
 
@@ -134,6 +136,7 @@ def test_bad_input_is_a_message(make_napari_viewer, qtbot, monkeypatch, tmp_path
 
     messages = []
     monkeypatch.setattr(pw, "notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     viewer = make_napari_viewer()
     w = PretrainWidget(viewer)
     viewer.window.add_dock_widget(w)
@@ -183,6 +186,7 @@ def test_an_unwritable_output_folder_is_refused_before_reading(make_napari_viewe
 
     messages = []
     monkeypatch.setattr(pw, "notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     viewer = make_napari_viewer()
     w = _widget(viewer, _export(tmp_path / "export"))
     w.output.value = str(readonly_dir / "moco")

@@ -117,6 +117,7 @@ def test_errors_are_notifications(make_napari_viewer, qtbot, monkeypatch, tmp_pa
 
     messages = []
     monkeypatch.setattr(seg, "notify_error", messages.append)
+    monkeypatch.setattr("napari_cem._widgets._jobs.notify_error", messages.append)  # job errors
     viewer = make_napari_viewer()
     w = SegmentWidget(viewer)
     assert w.run() is None and "No model" in messages[-1]

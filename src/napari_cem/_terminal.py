@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["progress_bar"]
+__all__ = ["progress_bar", "progress_callback"]
 
 
 def progress_bar(**options):
@@ -21,3 +21,15 @@ def _is_terminal(stream) -> bool:
         return bool(stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def progress_callback(bar, command: str):
+    """The core's ``progress(done, total, stage)`` drawn on *bar* as '<command> (<stage>)'."""
+
+    def progress(done: int, total: int, stage: str) -> None:
+        bar.set_description(f"{command} ({stage})", refresh=False)
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    return progress

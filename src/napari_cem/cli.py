@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ._argtypes import float_in, int_at_least, int_in, workers
 from ._outputs import check_writable_file, check_writable_folder
-from ._terminal import progress_bar
+from ._terminal import progress_bar, progress_callback
 
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Callable]] = {}
 
@@ -90,13 +90,14 @@ def run_demo(args: argparse.Namespace) -> int:
     import napari
 
     from ._sample_data import sample_layers
-    from .widgets_registry import add_all_dock_widgets
+    from .widgets_registry import add_all_dock_widgets, fit_window
 
     viewer = napari.Viewer(title="napari-cem demo")
     for data, kwargs, kind in sample_layers(isotropic=not args.anisotropic, seed=args.seed):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     viewer.dims.current_step = tuple(s // 2 for s in viewer.dims.nsteps)
     add_all_dock_widgets(viewer)
+    fit_window(viewer)
     if args.screenshot:
         from qtpy.QtCore import QTimer
 
@@ -247,11 +248,7 @@ def run_curate(args: argparse.Namespace) -> int:
         if not single:
             bar.update(1)
 
-    def progress(done, total, stage):
-        bar.set_description(f"curate ({stage})")
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+    progress = progress_callback(bar, "curate")
 
     try:
         results = curate_files(args.inputs, out, request, workers=args.workers,
@@ -298,8 +295,6 @@ def run_segment(args: argparse.Namespace) -> int:
     import json
     import warnings
 
-    from tqdm import tqdm
-
     from .infer import segment
     from .model import load_bundle
 
@@ -323,11 +318,7 @@ def run_segment(args: argparse.Namespace) -> int:
     volume, meta = _read(args.input, args, "segment", standardize_mode=args.standardize)
     bar = progress_bar(total=0, unit="slice", desc="segment")
 
-    def progress(done, total, stage):
-        bar.set_description(f"segment ({stage})")
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+    progress = progress_callback(bar, "segment")
 
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -628,8 +619,6 @@ def _filter_args(p: argparse.ArgumentParser) -> None:
 @command("filter", "train an informative/uninformative classifier on your labels and write the "
          "informative patches of an export", _filter_args)
 def run_filter(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from .quality import filter_export
 
     export = Path(args.export_dir)
@@ -644,11 +633,7 @@ def run_filter(args: argparse.Namespace) -> int:
     check_writable_folder(args.output)
     bar = progress_bar(total=0, desc="filter", unit="patch")
 
-    def progress(done, total, stage):
-        bar.set_description(f"filter ({stage})")
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+    progress = progress_callback(bar, "filter")
 
     try:
         summary = filter_export(export, labels, args.output, model=args.model, threshold=args.threshold,

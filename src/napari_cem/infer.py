@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ._cancel import Cancelled
+from ._cancel import Cancelled, stoppable
 
 __all__ = [
     "MODES",
@@ -410,10 +410,11 @@ def _chunk_thickness(volume, axis: int) -> int | None:
 class _Memory:
     """Outputs held in numpy arrays."""
 
-    def __init__(self, shape, n_out, dtype, mode, keep_probabilities):
+    def __init__(self, shape, n_out, dtype, mode, keep_probabilities, classes):
         self.labels = np.zeros(shape, dtype)
         self.probabilities = (np.zeros((n_out, *shape), np.uint8) if keep_probabilities else None)
         self.acc = np.zeros((n_out, *shape), np.uint16) if mode == "orthoplane" else None
+        self.n_out, self.classes = n_out, list(classes)
 
     def is_done(self, stage, block) -> bool:
         return False
@@ -426,6 +427,18 @@ class _Memory:
 
     def read_planes(self, z0, z1):
         return self.acc[:, z0:z1]
+
+    def planes_averaged(self) -> None:
+        self.acc = None  # the per-plane sums are not needed any more: free them now
+
+    def finish(self, metadata, was_2d: bool) -> Segmentation:
+        labels = self.labels[0] if was_2d else self.labels
+        probs = self.probabilities
+        if probs is not None:
+            probs = probs[0] if self.n_out == 1 else probs
+            if was_2d:
+                probs = probs[..., 0, :, :]
+        return Segmentation(labels, probs, self.classes, metadata, None)
 
 
 class _ZarrStore:
@@ -492,7 +505,11 @@ class _ZarrStore:
             total = part if total is None else total + part
         return total
 
-    def finish(self, metadata) -> None:
+    def planes_averaged(self) -> None:
+        pass  # kept until finish(): a rerun after an interruption may still need them
+
+    def finish(self, metadata, was_2d: bool) -> Segmentation:
+        """Mark the store complete, drop the per-plane confidences, open it as the result."""
         self.info["complete"] = True
         self.info["metadata"] = metadata
         self._save_info()
@@ -500,6 +517,13 @@ class _ZarrStore:
             name = f"planes_{plane}"
             if name in self.group:
                 del self.group[name]  # per-plane confidences are only needed until the average
+        result = open_segmentation(self.path)
+        result.metadata.update(metadata)
+        if was_2d:
+            result.labels = np.asarray(result.labels[0])
+            if result.probabilities is not None:
+                result.probabilities = np.asarray(result.probabilities[..., 0, :, :])
+        return result
 
 
 def open_segmentation(path) -> Segmentation:
@@ -616,6 +640,98 @@ def segment(
     a True answer raises napari_cem._cancel.Cancelled (finished slabs of *out* are kept).
     """
     t0 = time.perf_counter()
+    plan = _plan(volume, bundle, mode=mode, threshold=threshold, tile=tile, overlap=overlap,
+                 batch_size=batch_size, device=device, out=out,
+                 keep_probabilities=keep_probabilities, voxel_size=voxel_size,
+                 isotropy_tolerance=isotropy_tolerance, precision=precision, slab=slab)
+    count = _Count(plan.total, progress)
+    with stoppable(plan.predictor.model, should_stop):
+        for plane in plan.planes:
+            _predict_plane(plan, plane, count, should_stop)
+        if plan.mode == "orthoplane":
+            _average_planes(plan, count, should_stop)
+    return plan.store.finish(plan.metadata(time.perf_counter() - t0), plan.was_2d)
+
+
+def _check_stop(should_stop) -> None:
+    if should_stop is not None and should_stop():
+        raise Cancelled("Segmentation cancelled.")
+
+
+class _Count:
+    """The slices done so far, reported as ``progress(done, total, stage)``."""
+
+    def __init__(self, total: int, progress):
+        self.done, self.total, self.progress = 0, total, progress
+
+    def add(self, n: int, stage: str) -> None:
+        self.done += int(n)
+        if self.progress is not None:
+            self.progress(self.done, self.total, stage)
+
+
+@dataclass
+class _Plan:
+    """What one segmentation run does: the volume, the predictor, the planes and their slab
+    thickness, and where the outputs go."""
+
+    vol: Any
+    was_2d: bool
+    mode: str
+    threshold: float
+    predictor: _Predictor
+    dtype: Any
+    planes: tuple
+    slabs: dict
+    store: Any  # _Memory or _ZarrStore
+    voxel_size: Any
+    notes: list
+
+    @property
+    def shape(self) -> tuple:
+        return tuple(int(s) for s in self.vol.shape)
+
+    @property
+    def total(self) -> int:
+        """Slices to predict, plus the xy slabs to average in orthoplane mode."""
+        n = sum(self.shape[_PLANE_AXIS[p]] for p in self.planes)
+        return n + (self.shape[0] if self.mode == "orthoplane" else 0)
+
+    def stage(self, plane: str) -> str:
+        return "xy slices" if self.mode == "stack" else f"{plane} planes"
+
+    def metadata(self, seconds: float) -> dict:
+        pr = self.predictor
+        return {
+            "mode": self.mode, "threshold": self.threshold, "classes": list(pr.classes),
+            "device": pr.device_name, "precision": pr.precision,
+            "float32_agreement": pr.agreement,
+            "float32_agreement_confident": pr.confident_agreement, "tile": pr.tile,
+            "overlap": pr.overlap, "batch_size": pr.batch_size, "seconds": round(seconds, 3),
+            "voxel_size": None if self.voxel_size is None else [float(v) for v in self.voxel_size],
+            "warnings": self.notes,
+        }
+
+
+def _orthoplane_notes(was_2d: bool, shape, voxel_size, tolerance) -> list[str]:
+    """Refuse orthoplane on a 2D image; warn when the voxels are unknown or anisotropic."""
+    from .patches import is_isotropic
+
+    if was_2d or shape[0] == 1:
+        raise ValueError("Orthoplane segmentation needs a 3D volume; this is a single 2D image. "
+                         "Use the 2D stack mode.")
+    if voxel_size is None:
+        return ["The voxel size is unknown: orthoplane assumes the volume is near-isotropic."]
+    if not is_isotropic(voxel_size, tolerance):
+        vs = " x ".join(f"{float(v):g}" for v in voxel_size)
+        return [f"The voxel size ({vs}) is not near-isotropic: xz and yz slices look unlike "
+                "the xy slices the model learnt; the 2D stack mode is advised."]
+    return []
+
+
+def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device, out,
+          keep_probabilities, voxel_size, isotropy_tolerance, precision, slab) -> _Plan:
+    """Check the settings, build the predictor, choose the slabs and the output store."""
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose 'stack' or 'orthoplane'.")
     threshold = float(threshold)
@@ -625,143 +741,104 @@ def segment(
     shape = tuple(int(s) for s in vol.shape)
     notes: list[str] = []
     if mode == "orthoplane":
-        from .patches import is_isotropic
-
-        if was_2d or shape[0] == 1:
-            raise ValueError("Orthoplane segmentation needs a 3D volume; this is a single 2D image. "
-                             "Use the 2D stack mode.")
-        if voxel_size is None:
-            notes.append("The voxel size is unknown: orthoplane assumes the volume is near-isotropic.")
-        elif not is_isotropic(voxel_size, isotropy_tolerance):
-            vs = " x ".join(f"{float(v):g}" for v in voxel_size)
-            notes.append(f"The voxel size ({vs}) is not near-isotropic: xz and yz slices look unlike "
-                         "the xy slices the model learnt; the 2D stack mode is advised.")
+        notes = _orthoplane_notes(was_2d, shape, voxel_size, isotropy_tolerance)
         for note in notes:
-            warnings.warn(note, UserWarning, stacklevel=2)
+            warnings.warn(note, UserWarning, stacklevel=3)
 
     predictor = _Predictor(bundle, device=device, tile=tile, overlap=overlap,
                            batch_size=batch_size, precision=precision)
     n_out, classes = predictor.n_out, predictor.classes
     dtype = labels_dtype(len(classes))
     planes = ("xy",) if mode == "stack" else ("xy", "xz", "yz")
-
-    # slab thickness per plane: the chunk size of lazy inputs, else what fits a byte budget
-    def slab_for(axis):
-        if slab:
-            return max(1, int(slab))
-        c = _chunk_thickness(vol, axis)
-        if out is not None:
-            c = chunks[axis]
-        if c:
-            return int(c)
-        plane_px = np.prod([s for i, s in enumerate(shape) if i != axis])
-        return int(np.clip((256 << 20) // max(plane_px * (n_out + 1) * 2, 1), 1, shape[axis]))
-
+    chunks = _store_chunks(vol, shape, mode, slab) if out is not None else None
+    slabs = {p: _slab_thickness(vol, shape, _PLANE_AXIS[p], n_out, slab, chunks) for p in planes}
+    _check_memory(shape, n_out, dtype, mode, keep_probabilities, out is None, slabs)
     if out is not None:
-        if mode == "orthoplane":
-            c = 64 if not slab else int(slab)
-            chunks = (min(c, shape[0]), min(c, shape[1]), min(c, shape[2]))
-        else:
-            c = int(slab) if slab else (_chunk_thickness(vol, 0) or 16)
-            chunks = (min(c, shape[0]), min(512, shape[1]), min(512, shape[2]))
         fingerprint = hashlib.sha1(repr((shape, mode, threshold, predictor.tile, predictor.overlap,
                                          tuple(classes), predictor.mean, predictor.std, keep_probabilities,
                                          chunks, _model_fingerprint(predictor.model))).encode()).hexdigest()[:20]
-    slabs = {p: slab_for(_PLANE_AXIS[p]) for p in planes}
-    _check_memory(shape, n_out, dtype, mode, keep_probabilities, out is None, slabs)
-    if out is not None:
         store = _ZarrStore(out, shape, n_out, dtype, mode, keep_probabilities, fingerprint, chunks, classes)
     else:
-        store = _Memory(shape, n_out, dtype, mode, keep_probabilities)
+        store = _Memory(shape, n_out, dtype, mode, keep_probabilities, classes)
+    return _Plan(vol, was_2d, mode, threshold, predictor, dtype, planes, slabs, store, voxel_size, notes)
 
-    total = sum(shape[_PLANE_AXIS[p]] for p in planes) + (shape[0] if mode == "orthoplane" else 0)
-    done = 0
 
-    def report(stage):
-        if progress is not None:
-            progress(done, total, stage)
-
-    def check_stop():
-        if should_stop is not None and should_stop():
-            raise Cancelled("Segmentation cancelled.")
-
-    report("xy slices" if mode == "stack" else "xy planes")
-    for plane in planes:
-        axis = _PLANE_AXIS[plane]
-        step = slabs[plane]
-        stage = "xy slices" if mode == "stack" else f"{plane} planes"
-        for b, start in enumerate(range(0, shape[axis], step)):
-            stop = min(start + step, shape[axis])
-            if store.is_done(plane, b):
-                done += stop - start
-                report(stage)
-                continue
-            check_stop()
-            block = _read(vol, axis, start, stop)
-            n, h, w = block.shape
-            q = np.empty((n_out, n, h, w), np.uint8) if (mode == "orthoplane" or store.probabilities is not None) else None
-            labels = np.empty((n, h, w), dtype) if mode == "stack" else None
-            bs = predictor.batch_size if max(h, w) <= predictor.tile else 1
-            for i in range(0, n, bs):
-                check_stop()
-                probs = predictor.predict(block[i:i + bs])
-                if labels is not None:
-                    labels[i:i + bs] = _decide(probs, threshold).cpu().numpy()
-                if q is not None:
-                    q[:, i:i + bs] = _quantise(probs).cpu().numpy().transpose(1, 0, 2, 3)
-                del probs
-                done += min(bs, n - i)
-                report(stage)
-            if mode == "stack":
-                store.labels[start:stop] = labels
-                if store.probabilities is not None:
-                    store.probabilities[:, start:stop] = q
-            else:
-                store.add_plane(plane, axis, start, stop, q)
-            store.mark_done(plane, b)
-
+def _store_chunks(vol, shape, mode, slab) -> tuple:
+    """Chunks of a zarr output: cubes in orthoplane mode (read along every axis), else xy slabs."""
     if mode == "orthoplane":
-        step = slabs["xy"]
-        for b, z0 in enumerate(range(0, shape[0], step)):
-            z1 = min(z0 + step, shape[0])
-            if not store.is_done("combine", b):
-                check_stop()
-                summed = store.read_planes(z0, z1)  # uint16, 3 x 255 = certain
-                store.labels[z0:z1] = _decide_np(summed, threshold, 3 * 255.0, dtype)
-                if store.probabilities is not None:
-                    store.probabilities[:, z0:z1] = ((summed + 1) // 3).astype(np.uint8)
-                del summed
-                store.mark_done("combine", b)
-            done += z1 - z0
-            report("averaging planes")
-        if isinstance(store, _Memory):
-            store.acc = None
+        c = 64 if not slab else int(slab)
+        return (min(c, shape[0]), min(c, shape[1]), min(c, shape[2]))
+    c = int(slab) if slab else (_chunk_thickness(vol, 0) or 16)
+    return (min(c, shape[0]), min(512, shape[1]), min(512, shape[2]))
 
-    metadata = {
-        "mode": mode, "threshold": threshold, "classes": list(classes),
-        "device": predictor.device_name, "precision": predictor.precision,
-        "float32_agreement": predictor.agreement,
-        "float32_agreement_confident": predictor.confident_agreement, "tile": predictor.tile, "overlap": predictor.overlap,
-        "batch_size": predictor.batch_size, "seconds": round(time.perf_counter() - t0, 3),
-        "voxel_size": None if voxel_size is None else [float(v) for v in voxel_size],
-        "warnings": notes,
-    }
-    probs = store.probabilities
-    if isinstance(store, _ZarrStore):
-        store.finish(metadata)
-        result = open_segmentation(store.path)
-        result.metadata.update(metadata)
-        if was_2d:
-            result.labels = np.asarray(result.labels[0])
-            if result.probabilities is not None:
-                result.probabilities = np.asarray(result.probabilities[..., 0, :, :])
-        return result
-    labels = store.labels[0] if was_2d else store.labels
-    if probs is not None:
-        probs = probs[0] if n_out == 1 else probs
-        if was_2d:
-            probs = probs[..., 0, :, :]
-    return Segmentation(labels, probs, list(classes), metadata, None)
+
+def _slab_thickness(vol, shape, axis, n_out, slab, chunks) -> int:
+    """Slices read at once along *axis*: the given slab, the output's (or a lazy input's)
+    chunk, else what fits a 256 MiB budget."""
+    if slab:
+        return max(1, int(slab))
+    c = chunks[axis] if chunks is not None else _chunk_thickness(vol, axis)
+    if c:
+        return int(c)
+    plane_px = np.prod([s for i, s in enumerate(shape) if i != axis])
+    return int(np.clip((256 << 20) // max(plane_px * (n_out + 1) * 2, 1), 1, shape[axis]))
+
+
+def _predict_plane(plan: _Plan, plane: str, count: _Count, should_stop) -> None:
+    """Predict every slice of one plane direction, slab by slab (finished slabs skipped)."""
+    axis, step, store = _PLANE_AXIS[plane], plan.slabs[plane], plan.store
+    size = plan.shape[axis]
+    for b, start in enumerate(range(0, size, step)):
+        stop = min(start + step, size)
+        if store.is_done(plane, b):
+            count.add(stop - start, plan.stage(plane))
+            continue
+        _check_stop(should_stop)
+        labels, q = _predict_slab(plan, _read(plan.vol, axis, start, stop), plane, count, should_stop)
+        if plan.mode == "stack":
+            store.labels[start:stop] = labels
+            if store.probabilities is not None:
+                store.probabilities[:, start:stop] = q
+        else:
+            store.add_plane(plane, axis, start, stop, q)
+        store.mark_done(plane, b)
+
+
+def _predict_slab(plan: _Plan, block, plane: str, count: _Count, should_stop):
+    """(labels or None, uint8 confidences or None) of one slab, batch by batch."""
+    predictor, mode, store = plan.predictor, plan.mode, plan.store
+    n, h, w = block.shape
+    keep_q = mode == "orthoplane" or store.probabilities is not None
+    q = np.empty((predictor.n_out, n, h, w), np.uint8) if keep_q else None
+    labels = np.empty((n, h, w), plan.dtype) if mode == "stack" else None
+    bs = predictor.batch_size if max(h, w) <= predictor.tile else 1
+    for i in range(0, n, bs):
+        _check_stop(should_stop)
+        probs = predictor.predict(block[i:i + bs])
+        if labels is not None:
+            labels[i:i + bs] = _decide(probs, plan.threshold).cpu().numpy()
+        if q is not None:
+            q[:, i:i + bs] = _quantise(probs).cpu().numpy().transpose(1, 0, 2, 3)
+        del probs
+        count.add(min(bs, n - i), plan.stage(plane))
+    return labels, q
+
+
+def _average_planes(plan: _Plan, count: _Count, should_stop) -> None:
+    """Orthoplane: the labels (and confidences) from the mean of the three planes, per xy slab."""
+    store, step, z_size = plan.store, plan.slabs["xy"], plan.shape[0]
+    for b, z0 in enumerate(range(0, z_size, step)):
+        z1 = min(z0 + step, z_size)
+        if not store.is_done("combine", b):
+            _check_stop(should_stop)
+            summed = store.read_planes(z0, z1)  # uint16, 3 x 255 = certain
+            store.labels[z0:z1] = _decide_np(summed, plan.threshold, 3 * 255.0, plan.dtype)
+            if store.probabilities is not None:
+                store.probabilities[:, z0:z1] = ((summed + 1) // 3).astype(np.uint8)
+            del summed
+            store.mark_done("combine", b)
+        count.add(z1 - z0, "averaging planes")
+    store.planes_averaged()
 
 
 def _quantise(probs):

@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from ._cancel import Cancelled
+from ._progress import Progress, report, staged
 from .io._listing import IMAGE_SUFFIXES, is_hidden_or_system
 
 __all__ = [
@@ -423,13 +424,14 @@ def load_pretrain_checkpoint(path, map_location="cpu") -> dict:
 
 
 def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device="auto",
-             resume: bool = False, progress: Callable[[dict], None] | None = None,
+             resume: bool = False, progress: Progress | None = None,
              should_stop: Callable[[], bool] | None = None) -> Iterator[EpochLog]:
     """Pre-train on the patches below *patch_dir*; yields an :class:`EpochLog` per epoch.
 
     Writes ``OUT/checkpoint.pth.tar`` (atomically, every epoch; the previous epoch's file is
-    kept as ``checkpoint_prev.pth.tar``) and ``OUT/log.csv``. ``progress(info)`` is called
-    every few iterations with epoch, iteration, loss, accuracy, lr. ``should_stop()`` ends the
+    kept as ``checkpoint_prev.pth.tar``) and ``OUT/log.csv``. ``progress(done, total, stage)``
+    counts the patches read, then every iteration of the run ("epoch 3 / 10, loss 3.210,
+    accuracy 0.41"). ``should_stop()`` ends the
     run after the current iteration with the last finished epoch's checkpoint intact
     (raises Cancelled). Runs under torch.distributed when it is initialised (torchrun).
     """
@@ -462,7 +464,8 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
     cache = out_dir / PATCH_CACHE_NAME.format(size=max(config.crop, 8))
     if world > 1 and rank != 0:
         torch.distributed.barrier()
-    data = PatchFolder(patch_dir, size=max(config.crop, 8), should_stop=should_stop, cache=cache)
+    data = PatchFolder(patch_dir, size=max(config.crop, 8), should_stop=should_stop, cache=cache,
+                       progress=staged(progress if rank == 0 else None, "reading patches"))
     if world > 1 and rank == 0:
         torch.distributed.barrier()
     n = len(data)
@@ -553,10 +556,10 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
             iteration += 1
             losses.append(float(loss.detach()))
             accs.append(float((logits.argmax(1) == 0).float().mean()))
-            if progress is not None and rank == 0:
-                progress({"epoch": epoch + 1, "epochs": config.epochs, "step": step + 1,
-                          "steps": steps_per_epoch, "iteration": iteration,
-                          "loss": losses[-1], "accuracy": accs[-1], "lr": lr})
+            if rank == 0:
+                report(progress, epoch * steps_per_epoch + step + 1, config.epochs * steps_per_epoch,
+                       f"epoch {epoch + 1} / {config.epochs}, loss {losses[-1]:.3f}, "
+                       f"accuracy {accs[-1]:.2f}")
         seconds = time.perf_counter() - t0
         log = EpochLog(epoch + 1, iteration, float(np.mean(losses)), float(np.mean(accs)), lr,
                        steps_per_epoch * config.batch_size / seconds, seconds)
@@ -678,18 +681,10 @@ def run_from_args(args, echo=print) -> int:
     config = config_from_args(args)
     check_writable_folder(args.output)  # before reading a single patch
     rank, _ = _world()
-    from ._terminal import progress_bar
+    from ._terminal import progress_bar, progress_callback
 
     bar = progress_bar(total=0, unit="it", desc="pretrain", disable=rank != 0)
-
-    def progress(info):
-        bar.total = info["steps"]
-        bar.n = info["step"]
-        bar.set_description(f"pretrain epoch {info['epoch']}/{info['epochs']}")
-        bar.set_postfix(loss=f"{info['loss']:.3f}", acc=f"{info['accuracy']:.2f}",
-                        lr=f"{info['lr']:.2g}", refresh=False)
-        bar.refresh()
-
+    progress = progress_callback(bar, "pretrain")
     try:
         for log in pretrain(args.patch_dir, args.output, config, device=args.device,
                             resume=args.resume, progress=progress):

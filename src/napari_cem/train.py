@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ._cancel import Cancelled
+from ._cancel import Cancelled, stoppable
 from .augment import IGNORE, Augment, augment_batch, window_side
 from .patches import is_isotropic
 
@@ -506,13 +506,20 @@ def finetune(image, labels, *, classes: Sequence[str] | None = None, background_
                 y_u8 = _to_device(tgts, dev)
                 x, y = augment_batch(x_u8, y_u8, crop, aug, norms, gen)
                 x = x.contiguous(memory_format=memory_format)
-                with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
+                # Stop also lands inside the forward pass (seconds per batch on a CPU)
+                with stoppable(model, should_stop), \
+                        torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
                     logits = forward_logits(model, x, encoder_grad=encoder_grad)
                 loss = masked_loss(logits, y, weights_ce)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
+            except Cancelled:  # from inside the forward: this batch is dropped, no step taken
+                if done == 0:
+                    raise
+                stopped = True
+                break
             except torch.cuda.OutOfMemoryError:
                 del imgs, tgts
                 optimizer.zero_grad(set_to_none=True)

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._cancel import Cancelled
+from ._progress import report
+
 __all__ = [
     "KNOWN_WEIGHTS", "WEIGHT_CHOICES", "WeightsSource", "detect_layout", "encoder_state",
     "fetch_weights", "load_encoder_weights", "pin_variable", "pinned_sha256", "read_checkpoint",
@@ -191,7 +194,7 @@ def _check_download(path: Path, source: WeightsSource, min_bytes: int) -> str | 
 
 def fetch_weights(name: str, *, cache: str | os.PathLike | None = None, url: str | None = None,
                   known_hash: str | None | type(...) = ..., min_bytes: int | None = None,
-                  progress=None, timeout: float = 60.0) -> Path:
+                  progress=None, should_stop=None, timeout: float = 60.0) -> Path:
     """Download the released weights *name* into the cache (once) and return the file path.
 
     The download is resumable: bytes already fetched are kept in ``<file>.part`` and an
@@ -201,7 +204,9 @@ def fetch_weights(name: str, *, cache: str | os.PathLike | None = None, url: str
     least *min_bytes* long and load as a checkpoint of the expected layout; its SHA-256 is
     then recorded beside it (``<file>.sha256``) and checked on every later use
     (``verify_cached``). *url* overrides the registry (tests, mirrors).
-    *progress(done_bytes, total_bytes)* is called while downloading.
+    *progress(done_bytes, total_bytes, "downloading")* is called while downloading (total 0
+    when the server does not say); *should_stop()* true raises Cancelled, keeping the bytes
+    fetched so far for the next try.
     """
     import pooch
 
@@ -218,7 +223,8 @@ def fetch_weights(name: str, *, cache: str | os.PathLike | None = None, url: str
         pin = pinned_sha256(name)
         known_hash = f"sha256:{pin}" if pin else source.known_hash
     min_bytes = source.min_bytes if min_bytes is None else int(min_bytes)
-    downloader = _ResumableDownloader(target.with_name(target.name + ".part"), progress, timeout)
+    downloader = _ResumableDownloader(target.with_name(target.name + ".part"), progress, timeout,
+                                      should_stop)
     try:
         path = Path(pooch.retrieve(url or source.url, known_hash=known_hash, fname=target.name,
                                    path=target.parent, downloader=downloader, progressbar=False))
@@ -239,10 +245,11 @@ def fetch_weights(name: str, *, cache: str | os.PathLike | None = None, url: str
 class _ResumableDownloader:
     """A pooch downloader that keeps partial bytes and resumes with HTTP Range requests."""
 
-    def __init__(self, part: Path, progress=None, timeout: float = 60.0):
+    def __init__(self, part: Path, progress=None, timeout: float = 60.0, should_stop=None):
         self.part = part
         self.progress = progress
         self.timeout = timeout
+        self.should_stop = should_stop
 
     def __call__(self, url: str, output_file, pooch_obj=None, check_only: bool = False):
         import shutil
@@ -270,8 +277,9 @@ class _ResumableDownloader:
                     for chunk in response.iter_content(chunk_size=1 << 20):
                         f.write(chunk)
                         done += len(chunk)
-                        if self.progress is not None:
-                            self.progress(done, total)
+                        report(self.progress, done, total or 0, "downloading")
+                        if self.should_stop is not None and self.should_stop():
+                            raise Cancelled("the download was cancelled; its bytes are kept")
         if isinstance(output_file, (str, os.PathLike)):
             shutil.move(str(self.part), str(output_file))
         else:  # a file object

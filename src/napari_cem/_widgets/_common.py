@@ -44,26 +44,18 @@ def torch_stack_ready() -> bool:
         _torch_import is None or not _torch_import.is_alive())
 
 
-def device_line_pending(label, retry) -> bool:
-    """While torch is still being imported in the background, say so in the device *label*
-    and call *retry* again in 250 ms; True then (the caller shows the device later)."""
-    if torch_stack_ready():
-        return False
-    from qtpy.QtCore import QTimer
+def wait_for_torch_stack(progress=None) -> None:
+    """Block until torch and smp are imported (call it from a worker thread, not the UI);
+    *progress(seconds, 0, stage)* counts the seconds while it waits."""
+    import time
 
-    try:
-        label.value = "finding the compute device ..."
-    except RuntimeError:  # the widget was closed meanwhile: stop asking
-        return True
-    QTimer.singleShot(250, retry)
-    return True
-
-
-def wait_for_torch_stack() -> None:
-    """Block until torch and smp are imported (call it from a worker thread, not the UI)."""
     preload_torch_stack()
     if _torch_import is not None:
-        _torch_import.join()
+        start = time.perf_counter()
+        while _torch_import.is_alive():
+            if progress is not None:
+                progress(int(time.perf_counter() - start), 0, "loading PyTorch, seconds")
+            _torch_import.join(0.25)
     if _torch_import_error:
         raise _torch_import_error[0]
 
@@ -106,6 +98,46 @@ def text_label(value: str = "") -> Label:
     return label
 
 
+def scroll_inside(container) -> None:
+    """Move the rows of a finished *container* into a scroll area that fills its dock.
+
+    A dock then never grows the viewer's window past the screen (six docks of 15 rows do
+    on a 1080 px screen): it shows a scroll bar instead. magicgui's own ``scrollable`` is
+    lost when napari docks the widget (napari docks ``.native``, the inner widget), hence
+    this. Call it last in ``__init__``, after every row is added. Choice boxes stop asking
+    for the width of their longest entry (their list still shows it in full), so that a
+    long choice does not push the canvas aside.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QComboBox, QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+
+    outer = container.native.layout()
+    inner = QWidget()
+    rows = QVBoxLayout(inner)
+    rows.setContentsMargins(outer.contentsMargins())
+    rows.setSpacing(outer.spacing())
+    while outer.count():
+        item = outer.takeAt(0)
+        if item.widget() is not None:
+            rows.addWidget(item.widget())
+        else:
+            rows.addItem(item)
+    rows.addStretch(1)
+    for combo in inner.findChildren(QComboBox):
+        combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(12)
+    area = QScrollArea()
+    area.setObjectName("napari-cem-scroll")
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    area.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+    area.setWidget(inner)
+    area.setMinimumWidth(inner.minimumSizeHint().width() + area.verticalScrollBar().sizeHint().width())
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(area)
+
+
 def output_problem(path, what: str, *, file: bool = False) -> str | None:
     """Why *path* cannot take a widget's output (checked before any work), or None."""
     from .._outputs import OutputError, check_writable_file, check_writable_folder
@@ -136,28 +168,46 @@ def notify_info(message: str) -> None:
 
 
 class ProgressRow(Container):
-    """A determinate progress bar, a status line and a Cancel button."""
+    """A determinate progress bar, a status line that wraps, and a Cancel (or Stop) button."""
 
-    def __init__(self):
+    def __init__(self, stop_text: str = "Cancel"):
         self.bar = ProgressBar(value=0, min=0, max=1, visible=False)
-        self.cancel_button = PushButton(text="Cancel", enabled=False)
-        self.status = Label(value="")
+        self.cancel_button = PushButton(text=stop_text, enabled=False)
+        self.status = text_label("")
         super().__init__(widgets=[self.bar, self.cancel_button, self.status], labels=False)
 
     def start(self, total: int, message: str = "") -> None:
-        self.bar.max = max(int(total), 1)
+        """Show the bar (busy until the first count when *total* is 0) and enable Cancel."""
+        self.bar.max = max(int(total), 0)
         self.bar.value = 0
         self.bar.visible = True
         self.cancel_button.enabled = True
         self.status.value = message
+
+    def show(self, done: int, total: int, stage: str) -> None:
+        """One ``progress(done, total, stage)`` report: 'Stage: done / total' (or 'Stage: done'
+        while the total is unknown)."""
+        total = max(int(total), 0)
+        if self.bar.max != total:
+            self.bar.max = total
+        if total:
+            self.bar.value = min(int(done), total)
+        text = stage[:1].upper() + stage[1:]
+        if total:
+            self.status.value = f"{text}: {int(done):,} / {total:,}"
+        else:
+            self.status.value = f"{text}: {int(done):,}" if done else f"{text} ..."
 
     def step(self, value: int, message: str | None = None) -> None:
         self.bar.value = min(int(value), self.bar.max)
         if message is not None:
             self.status.value = message
 
-    def finish(self, message: str = "") -> None:
-        self.bar.value = self.bar.max
+    def idle(self) -> None:
+        """Hide the bar and disable Cancel; the status line stays as it is."""
         self.bar.visible = False
         self.cancel_button.enabled = False
+
+    def finish(self, message: str = "") -> None:
+        self.idle()
         self.status.value = message

@@ -14,7 +14,7 @@ import datetime as _dt
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, LineEdit, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, LineEdit, PushButton, SpinBox
 from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
@@ -22,15 +22,17 @@ from qtpy.QtWidgets import QSizePolicy, QWidget
 from ..augment import Augment  # light: no torch at import
 from ._common import (
     ProgressRow,
-    device_line_pending,
     notify_error,
     notify_info,
     output_problem,
     preload_labels_display,
     preload_torch_stack,
+    scroll_inside,
     text_label,
     wait_for_torch_stack,
 )
+from ._device_line import DeviceLine
+from ._jobs import USER_ERRORS, JobRunner, JobWidget
 from ._state import state_for
 
 WEIGHT_FILE = "local file ..."
@@ -93,7 +95,7 @@ class LossCurve(QWidget):
         p.end()
 
 
-class FinetuneWidget(Container):
+class FinetuneWidget(JobWidget):
     """Fine-tune a frozen-encoder U-Net on painted labels; the result becomes the active model."""
 
     def __init__(self, napari_viewer):
@@ -105,12 +107,9 @@ class FinetuneWidget(Container):
         self.state = state_for(napari_viewer)
         self.bundle = None
         self.bundle_path: Path | None = None
-        self._worker = None
-        self._preview_worker = None
-        self._download_worker = None
-        self._stop_requested = False
         self._preview_slice = None  # (layer, z, 2D array) waiting for the training thread
         self._training_layer = None
+        self._training = False  # a training job (not a download) is running
         self._pretrained: dict[str, Path] = {}  # Weights label -> checkpoint of Pre-train encoder
 
         self.image = ComboBox(label="Image", choices=self._image_choices,
@@ -155,8 +154,7 @@ class FinetuneWidget(Container):
         self.save_to = FileEdit(label="Save model to", mode="w", filter="*.pt",
                                 tooltip="Model bundle file; empty: ~/napari-cem-models/<image>-<time>.pt")
         self.start_button = PushButton(text="Start training")
-        self.progress = ProgressRow()
-        self.progress.cancel_button.text = "Stop"
+        self.progress = ProgressRow(stop_text="Stop")
         self.preview_button = PushButton(text="Preview current slice", enabled=False)
         self.result = text_label("No model trained yet.")
         super().__init__(widgets=[
@@ -167,20 +165,23 @@ class FinetuneWidget(Container):
         ])
         self.curve = LossCurve()
         self.native.layout().addWidget(self.curve)
+        scroll_inside(self)
 
+        # RuntimeError too: what torch raises for a device out of memory or a broken CUDA set-up
+        self.jobs = JobRunner(self.progress, name="Fine-tuning", on_running=self._set_running,
+                              user_errors=USER_ERRORS + (RuntimeError,))
+        self.previewing = JobRunner(name="The preview")  # after training: quick, no progress row
         self.start_button.changed.connect(lambda: self.start())
-        self.progress.cancel_button.changed.connect(self.stop)
         self.preview_button.changed.connect(lambda: self.preview())
         self.download_button.changed.connect(lambda: self.download())
         self.weights.changed.connect(self._on_weights)
-        self.device.changed.connect(self._show_device)
         preload_torch_stack()  # seconds of imports, off the UI thread
         preload_labels_display()  # the preview's Labels layer then appears without a stall
         self.state.on_pretrained_weights(self._on_pretrained)
         self._on_pretrained(self.state, select=False)
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self._show_device()
+        self.device_line = DeviceLine(self.device_info, self.device)
         self._on_weights()
 
     # -- choices ----------------------------------------------------------------------------
@@ -206,16 +207,6 @@ class FinetuneWidget(Container):
         self.image.reset_choices()
         self.labels_layer.reset_choices()
         self.rois.reset_choices()
-
-    def _show_device(self, _value=None) -> None:
-        if device_line_pending(self.device_info, self._show_device):
-            return
-        try:
-            from ..device import describe_device, select_device
-
-            self.device_info.value = str(describe_device(select_device(self.device.value)))
-        except Exception as exc:  # a device that is absent: say so, training will refuse it
-            self.device_info.value = f"unavailable: {exc}"
 
     def _on_weights(self, _value=None) -> None:
         from ..weights import KNOWN_WEIGHTS, is_cached
@@ -262,42 +253,25 @@ class FinetuneWidget(Container):
 
     # -- download ---------------------------------------------------------------------------
     def download(self):
-        from napari.qt.threading import create_worker
-
+        """Download the chosen released weights into the cache (Stop keeps the bytes so far)."""
         from ..weights import KNOWN_WEIGHTS, fetch_weights
 
         name = self.weights.value
         if name not in KNOWN_WEIGHTS:
             return None
+        return self.jobs.start(fetch_weights, name, message=f"Downloading {name} (about 100-300 MB) ...",
+                               on_progress=self._show_download_progress,
+                               on_result=lambda path: self.progress.finish(f"{name} saved to {path}."),
+                               then=self._on_weights,
+                               cancelled="Download stopped; the bytes fetched so far are kept for "
+                                         "the next try.")
 
-        fetched = self._download_bytes = [0, None]  # written by the worker, read by a UI timer
-
-        def progress(done, total):
-            fetched[:] = [done, total]
-
-        self.download_button.enabled = False
-        self.progress.start(1, f"Downloading {name} (about 100-300 MB) ...")
-        self.progress.cancel_button.enabled = False
-        self._download_timer = _every(250, self._show_download_progress)
-        self._download_worker = create_worker(
-            fetch_weights, name, progress=progress,
-            _connect={"returned": lambda p: self.progress.finish(f"{name} saved to {p}."),
-                      "errored": self._on_error, "finished": self._on_download_finished})
-        return self._download_worker
-
-    def _show_download_progress(self) -> None:
-        done, total = self._download_bytes
+    def _show_download_progress(self, done: int, total: int, _stage: str) -> None:
         if total:
             self.progress.bar.max = max(1, total >> 20)
             self.progress.step(done >> 20, f"Downloading: {done / 1e6:,.0f} of {total / 1e6:,.0f} MB ...")
-        elif done:
+        else:
             self.progress.status.value = f"Downloading: {done / 1e6:,.0f} MB ..."
-
-    def _on_download_finished(self) -> None:
-        self._download_timer.stop()
-        self._download_worker = None
-        self.download_button.enabled = True
-        self._on_weights()
 
     # -- training ---------------------------------------------------------------------------
     def _read_inputs(self):
@@ -358,9 +332,7 @@ class FinetuneWidget(Container):
 
     def start(self):
         """Start training in a thread worker; returns the worker (None on bad input)."""
-        from napari.qt.threading import create_worker
-
-        if self._worker is not None:
+        if self.jobs.running:
             return None
         try:
             image_layer, labels_layer, image, labels, rois = self._read_inputs()
@@ -382,31 +354,27 @@ class FinetuneWidget(Container):
             rois=rois, voxel_size=self._voxel_size(image_layer), weights=weights,
             freeze=self.freeze.value, iterations=int(self.iterations.value),
             crop_size=int(self.crop.value), batch_size=int(self.batch.value), device=self.device.value,
-            augment=Augment.preset(self.augment.value),
-            should_stop=lambda: self._stop_requested, preview_request=self._take_preview_request,
+            augment=Augment.preset(self.augment.value), preview_request=self._take_preview_request,
             data_source=f"napari layers: image {image_layer.name!r}, labels {labels_layer.name!r}",
         )
-        self._stop_requested = False
         self._training_layer = image_layer
+        self._training = True
         self.curve.clear()
-        self._set_running(True)
-        self.progress.start(int(self.iterations.value), "Preparing the data and the model ...")
-        self._worker = create_worker(
-            _train_job, image, labels, options, out, _progress=False,
-            _connect={"yielded": self._on_step, "returned": self._on_trained,
-                      "errored": self._on_error, "finished": self._on_finished})
-        return self._worker
+        return self.jobs.start(_train_job, image, labels, options, out,
+                               message="Preparing the data and the model ...",
+                               total=int(self.iterations.value), on_record=self._on_step,
+                               on_result=self._on_trained, then=self._after_training,
+                               cancelled="Stopped before the first iteration; nothing was saved.",
+                               stopping="Stopping after this iteration (the model is kept) ...")
 
     def stop(self) -> None:
         """Stop after the current iteration; the weights trained so far are saved."""
-        if self._worker is None:
-            return
-        self._stop_requested = True
-        self.progress.status.value = "Stopping after this iteration (the model is kept) ..."
+        self.jobs.cancel()
 
     def _set_running(self, running: bool) -> None:
         self.start_button.enabled = not running
-        self.preview_button.enabled = running or self.bundle is not None
+        self.download_button.enabled = not running
+        self.preview_button.enabled = (running and self._training) or self.bundle is not None
 
     def _on_step(self, step) -> None:
         self.curve.add(step.loss, step.train_iou)
@@ -433,21 +401,10 @@ class FinetuneWidget(Container):
         else:
             notify_info(f"Model saved to {path}; it is now the active model for segmentation.")
 
-    def _on_error(self, exc: Exception) -> None:
-        from .._cancel import Cancelled
-
-        if isinstance(exc, Cancelled):
-            self.progress.finish("Stopped before the first iteration; nothing was saved.")
-            return
-        message = str(exc) if isinstance(exc, (ValueError, OSError, RuntimeError)) else (
-            f"Fine-tuning failed: {type(exc).__name__}: {exc}")
-        self.progress.finish("Failed: " + message)
-        notify_error(message)
-
-    def _on_finished(self) -> None:
-        self._worker = None
+    def _after_training(self) -> None:
+        self._training = False
         self._preview_slice = None
-        self._set_running(False)
+        self._pending_preview_target = None
 
     # -- preview ----------------------------------------------------------------------------
     _pending_preview_target = None
@@ -467,9 +424,8 @@ class FinetuneWidget(Container):
 
     def preview(self):
         """Predict the slice on screen with the current weights (during or after training)."""
-        from napari.qt.threading import create_worker
-
-        layer = self._training_layer if self._worker is not None else (self.image.value or self._training_layer)
+        training = self._training
+        layer = self._training_layer if training else (self.image.value or self._training_layer)
         if layer is None:
             notify_error("Open an EM image first.")
             return None
@@ -477,7 +433,7 @@ class FinetuneWidget(Container):
         if plane.dtype != np.uint8:
             notify_error("The preview needs an 8-bit image; load it with the Load EM volume widget.")
             return None
-        if self._worker is not None:  # the training thread predicts it between two iterations
+        if training:  # the training thread predicts it between two iterations
             self._pending_preview_target = (layer, z)
             self._preview_slice = plane
             self.progress.status.value = "Preview requested; it appears after this iteration."
@@ -487,13 +443,8 @@ class FinetuneWidget(Container):
             return None
         from ..model import predict_slice
 
-        bundle = self.bundle
-        self._preview_worker = create_worker(
-            predict_slice, bundle, plane,
-            _connect={"returned": lambda labels: self._show_preview((layer, z), labels),
-                      "errored": self._on_error,
-                      "finished": lambda: setattr(self, "_preview_worker", None)})
-        return self._preview_worker
+        return self.previewing.start(predict_slice, self.bundle, plane,
+                                     on_result=lambda labels: self._show_preview((layer, z), labels))
 
     def _show_preview(self, target, labels2d) -> None:
         layer, z = target
@@ -514,24 +465,15 @@ class FinetuneWidget(Container):
         out.refresh()
 
 
-def _every(ms: int, callback):
-    """A started QTimer calling *callback* every *ms* milliseconds on the UI thread."""
-    from qtpy.QtCore import QTimer
-
-    timer = QTimer()
-    timer.timeout.connect(callback)
-    timer.start(ms)
-    return timer
-
-
-def _train_job(image, labels, options, out_path):
-    """Worker body: train (yielding progress), save the bundle atomically (into the rescue
-    folder if its own place fails at the end), return (bundle, path, problem or None)."""
-    wait_for_torch_stack()
+def _train_job(image, labels, options, out_path, progress, should_stop):
+    """Worker body: train (yielding a TrainStep per iteration), save the bundle atomically
+    (into the rescue folder if its own place fails at the end), return (bundle, path,
+    problem or None)."""
+    wait_for_torch_stack(progress)
     from .._outputs import save_or_rescue
     from ..model import save_bundle
     from ..train import finetune
 
-    bundle = yield from finetune(image, labels, **options)
+    bundle = yield from finetune(image, labels, should_stop=should_stop, **options)
     path, problem = save_or_rescue(lambda p: save_bundle(bundle, p), out_path)
     return bundle, path, problem

@@ -29,7 +29,15 @@ from magicgui.widgets import (
     PushButton,
 )
 
-from ._common import ProgressRow, notify_error, notify_info, output_problem
+from ._common import (
+    ProgressRow,
+    notify_error,
+    notify_info,
+    output_problem,
+    scroll_inside,
+    text_label,
+)
+from ._jobs import JobRunner, JobWidget
 from ._state import state_for
 
 GRID = 8  # patches per row and column of a page
@@ -45,7 +53,7 @@ MODEL_CHOICES = [("random forest on 4 features (paper's light model)", "rf"),
                  ("ResNet50 encoder features + logistic regression", "encoder")]
 
 
-class LabelPatchesWidget(Container):
+class LabelPatchesWidget(JobWidget):
     """Label patches informative / uninformative, train a classifier, export the informative."""
 
     def __init__(self, napari_viewer):
@@ -61,8 +69,6 @@ class LabelPatchesWidget(Container):
         self._mosaic = None
         self._frames = None
         self._features = {}  # (model, weights) -> features of the whole set
-        self._worker = None
-        self._cancel_requested = False
 
         self.folder = FileEdit(label="Export folder", mode="d",
                                tooltip="A curation export: manifest.csv and patches/ (Near-duplicates "
@@ -71,10 +77,10 @@ class LabelPatchesWidget(Container):
         self.live_button = PushButton(text="Use the Near-duplicates result",
                                       tooltip="Label the kept exemplars of the Near-duplicates widget's "
                                               "current result in this viewer.")
-        self.labels_file = Label(value="Labels file: none")
-        self.counts = Label(value="No patches open.")
-        self.prev_button = PushButton(text="◀ Previous page (p)")
-        self.next_button = PushButton(text="Next page (n) ▶")
+        self.labels_file = text_label("Labels file: none")
+        self.counts = text_label("No patches open.")
+        self.prev_button = PushButton(text="◀ Previous (p)", tooltip="Previous page (key p)")
+        self.next_button = PushButton(text="Next (n) ▶", tooltip="Next page (key n)")
         self.page_label = Label(value="")
         self.order = ComboBox(label="Order", choices=ORDERS, value=ORDERS[0])
         self.model = ComboBox(label="Classifier", choices=MODEL_CHOICES, value="rf",
@@ -88,11 +94,11 @@ class LabelPatchesWidget(Container):
                                         "CEM1.5M SwAV, torchvision or smp ResNet50). Empty: random init.")
         self.train_button = PushButton(text="Train classifier")
         self.progress = ProgressRow()
-        self.auroc = Label(value="Not trained yet.")
+        self.auroc = text_label("Not trained yet.")
         self.uncertain_button = PushButton(text="Label next most uncertain")
         self.threshold = FloatSlider(label="Threshold", value=0.5, min=0.0, max=1.0, step=0.01,
                                      tracking=True, tooltip="Keep patches with P(informative) above this.")
-        self.kept = Label(value="")
+        self.kept = text_label("")
         self.out_dir = FileEdit(label="Export to", mode="d")
         self.export_button = PushButton(text="Export informative patches", enabled=False)
         super().__init__(widgets=[
@@ -102,13 +108,14 @@ class LabelPatchesWidget(Container):
             self.order, self.model, self.weights, self.train_button, self.progress, self.auroc,
             self.uncertain_button, self.threshold, self.kept, self.out_dir, self.export_button,
         ])
+        scroll_inside(self)
+        self.jobs = JobRunner(self.progress, name="Training the classifier", on_running=self._set_running)
         self.open_button.changed.connect(lambda: self.open_folder())
         self.live_button.changed.connect(lambda: self.open_live())
         self.prev_button.changed.connect(lambda: self.show_page(self.page - 1))
         self.next_button.changed.connect(lambda: self.show_page(self.page + 1))
         self.order.changed.connect(lambda _v: self._reorder())
         self.train_button.changed.connect(lambda: self.train())
-        self.progress.cancel_button.changed.connect(self.cancel)
         self.uncertain_button.changed.connect(lambda: self.show_most_uncertain())
         self.threshold.changed.connect(lambda _v: self._update_kept())
         self.export_button.changed.connect(lambda: self.export())
@@ -370,9 +377,7 @@ class LabelPatchesWidget(Container):
 
     def train(self):
         """Compute features (cached) and fit the chosen classifier in a worker; returns it."""
-        from napari.qt.threading import create_worker
-
-        from ..quality import check_training_labels, labelled_targets
+        from ..quality import check_training_labels, labelled_targets, score_patches
 
         if self.patchset is None:
             notify_error("Open an export folder (or the Near-duplicates result) first.")
@@ -386,24 +391,10 @@ class LabelPatchesWidget(Container):
         model = self.model.value
         weights = self._weights_value() if model == "encoder" else None
         key = (model, weights)
-        self._cancel_requested = False
-        self._set_running(True)
-        self.progress.start(len(self.patchset), f"Computing features of {len(self.patchset):,} patches ...")
-        self._worker = create_worker(
-            _train_job, self.patchset, self.store.as_dict(), model, weights, self._features.get(key),
-            lambda: self._cancel_requested, _progress=False,
-            _connect={"yielded": self._on_progress, "returned": lambda r: self._on_trained(key, r),
-                      "errored": self._on_error, "finished": self._on_finished})
-        return self._worker
-
-    def cancel(self) -> None:
-        self._cancel_requested = True
-        self.progress.status.value = "Cancelling ..."
-
-    def _on_progress(self, update) -> None:
-        done, total, stage = update
-        self.progress.bar.max = max(total, 1)
-        self.progress.step(done, f"{stage.capitalize()}: {done:,} / {total:,}")
+        return self.jobs.start(score_patches, patchset=self.patchset, labels=self.store.as_dict(),
+                               model=model, encoder_weights=weights, features=self._features.get(key),
+                               message=f"Computing features of {len(self.patchset):,} patches ...",
+                               total=len(self.patchset), on_result=lambda r: self._on_trained(key, r))
 
     def _on_trained(self, key, scored) -> None:
         self._features[key] = scored.features
@@ -422,21 +413,6 @@ class LabelPatchesWidget(Container):
             self.update_frames()
         self._update_kept()
 
-    def _on_error(self, exc: Exception) -> None:
-        from .._cancel import Cancelled
-
-        if isinstance(exc, Cancelled):
-            self.progress.finish("Cancelled; nothing changed.")
-            return
-        message = str(exc) if isinstance(exc, (ValueError, OSError)) else (
-            f"{type(exc).__name__}: {exc}")
-        self.progress.finish("Failed: " + message)
-        notify_error(message)
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._set_running(False)
-
     def _set_running(self, running: bool) -> None:
         self.train_button.enabled = not running and self.patchset is not None
         self.open_button.enabled = not running
@@ -447,7 +423,7 @@ class LabelPatchesWidget(Container):
         has = self.patchset is not None
         for w in (self.prev_button, self.next_button, self.train_button, self.uncertain_button):
             w.enabled = has
-        self.export_button.enabled = self.p_informative is not None and self._worker is None
+        self.export_button.enabled = self.p_informative is not None and not self.jobs.running
         if has:
             self.prev_button.enabled = self.page > 0
             self.next_button.enabled = self.page < self.n_pages - 1
@@ -468,7 +444,7 @@ class LabelPatchesWidget(Container):
 
     def export(self, out_dir=None):
         """Write the kept patches (export format + p_informative) in a worker; returns it."""
-        from napari.qt.threading import create_worker
+        from ..quality import write_filtered
 
         if self.p_informative is None:
             notify_error("Train the classifier first.")
@@ -488,15 +464,11 @@ class LabelPatchesWidget(Container):
                   "n_uninformative_labels": clf.n_uninformative, "labels": str(self.store.path),
                   "encoder": clf.info.get("description")}
         keep = int(self.kept_mask().sum())
-        self._cancel_requested = False
-        self._set_running(True)
-        self.progress.start(max(keep, 1), f"Exporting {keep:,} informative patches ...")
-        self._worker = create_worker(
-            _export_job, self.patchset, self.p_informative, float(self.threshold.value), out_dir, record,
-            lambda: self._cancel_requested, _progress=False,
-            _connect={"yielded": self._on_progress, "returned": self._on_exported,
-                      "errored": self._on_error, "finished": self._on_finished})
-        return self._worker
+        return self.jobs.start(write_filtered, patchset=self.patchset, p_informative=self.p_informative,
+                               threshold=float(self.threshold.value), out_dir=out_dir, record=record,
+                               message=f"Exporting {keep:,} informative patches ...", total=keep,
+                               on_result=self._on_exported,
+                               cancelled="Export cancelled; the folder's manifest is unchanged.")
 
     def _on_exported(self, summary) -> None:
         message = (f"Exported {summary['n_kept']:,} informative patches (dropped {summary['n_dropped']:,}) "
@@ -509,22 +481,3 @@ class LabelPatchesWidget(Container):
             self._mosaic = None
         if event.value is self._frames:
             self._frames = None
-
-
-def _train_job(patchset, labels: dict, model: str, weights, features, should_stop):
-    """Worker: features (unless cached) and training. Yields (done, total, stage)."""
-    from ..quality import score_patches
-    from .near_duplicates import _progress_generator
-
-    return (yield from _progress_generator(score_patches, patchset=patchset, labels=labels, model=model,
-                                           encoder_weights=weights, features=features,
-                                           should_stop=should_stop))
-
-
-def _export_job(patchset, p, threshold, out_dir, record, should_stop):
-    from ..quality import write_filtered
-    from .near_duplicates import _progress_generator
-
-    return (yield from _progress_generator(write_filtered, patchset=patchset, p_informative=p,
-                                           threshold=threshold, out_dir=out_dir, record=record,
-                                           should_stop=should_stop))

@@ -4,17 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    PushButton,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, SpinBox
 
-from ._common import ProgressRow, notify_error, notify_info, notify_warning
+from ._common import ProgressRow, notify_error, notify_info, notify_warning, scroll_inside
+from ._jobs import JobRunner, JobWidget
 
 _FILE_FILTER = (
     "EM volumes (*.tif *.tiff *.mrc *.rec *.mrcs *.st *.ali *.map *.nii *.nii.gz *.zarr "
@@ -22,13 +15,11 @@ _FILE_FILTER = (
 )
 
 
-class LoadVolumeWidget(Container):
+class LoadVolumeWidget(JobWidget):
     """Open a file or folder through ``napari_cem.io.read_volume`` and add it as an Image layer."""
 
     def __init__(self, napari_viewer):
         self.viewer = napari_viewer
-        self._worker = None
-        self._cancelled = False
 
         self.source_kind = ComboBox(label="Open", choices=["file", "folder of 2D images"], value="file")
         self.path = FileEdit(label="Path", mode="r", filter=_FILE_FILTER)
@@ -65,11 +56,13 @@ class LoadVolumeWidget(Container):
                 self.timepoint, self.channel, self.level, self.load_button, self.progress,
             ]
         )
+        scroll_inside(self)
         self.source_kind.changed.connect(self._on_kind)
         self.mode.changed.connect(self._on_mode)
         self.override_voxel.changed.connect(self._on_override)
         self.load_button.changed.connect(lambda: self.load())
-        self.progress.cancel_button.changed.connect(self.cancel)
+        self.jobs = JobRunner(self.progress, name="Loading",
+                              on_running=lambda running: setattr(self.load_button, "enabled", not running))
 
     # -- UI state -------------------------------------------------------------------------
     def _on_kind(self, value: str) -> None:
@@ -101,8 +94,6 @@ class LoadVolumeWidget(Container):
     # -- work -----------------------------------------------------------------------------
     def load(self, path: str | Path | None = None):
         """Start loading in a thread worker; returns the worker (tests wait on it)."""
-        from napari.qt.threading import create_worker
-
         if path is None:
             text = str(self.path.line_edit.value).strip()
             if text in ("", "."):
@@ -110,32 +101,12 @@ class LoadVolumeWidget(Container):
                 return None
             path = text
         path = Path(path)
-        options = self.read_options()
-        self._cancelled = False
-        self.load_button.enabled = False
-        self.progress.start(2, f"Reading {path.name} ...")
-        self._worker = create_worker(
-            _read_job, path, options,
-            _connect={
-                "yielded": lambda msg: self.progress.step(1, msg),
-                "returned": self._on_loaded,
-                "errored": self._on_error,
-                "finished": self._on_finished,
-            },
-        )
-        return self._worker
-
-    def cancel(self) -> None:
-        """Stop waiting for the current load; its result is discarded when it arrives."""
-        self._cancelled = True
-        if self._worker is not None:
-            self._worker.quit()
-        self.progress.finish("Cancelled; nothing was added.")
-        self.load_button.enabled = True
+        return self.jobs.start(_read_job, path, self.read_options(), message=f"Reading {path.name} ...",
+                               on_result=self._on_loaded, on_error=_explain,
+                               cancelled="Cancelled; nothing was added.",
+                               abandon=True)  # a read cannot stop itself: its late result is dropped
 
     def _on_loaded(self, result) -> None:
-        if self._cancelled:
-            return
         from napari.layers import Layer
 
         from .._reader import layer_data_from_volume
@@ -155,23 +126,22 @@ class LoadVolumeWidget(Container):
             "voxel " + " x ".join(f"{v:g}" for v in meta.voxel_size) + " nm")
         self.progress.finish(f"Loaded {meta.source}: {size}, {vs}.")
 
-    def _on_error(self, exc: Exception) -> None:
-        from .._reader import WIDGET_OPTION_NAMES
-        from ..io import VolumeError
-
-        message = (exc.message(WIDGET_OPTION_NAMES) if isinstance(exc, VolumeError)
-                   else f"Could not load the file: {exc}")
-        self.progress.finish("Failed: " + message)
-        notify_error(message)
-
-    def _on_finished(self) -> None:
-        self.load_button.enabled = True
-        self._worker = None
 
 
-def _read_job(path: Path, options: dict):
+def _explain(exc: BaseException) -> str:
+    """A reading error in the widget's words (its option names, not the CLI's)."""
+    from .._reader import WIDGET_OPTION_NAMES
+    from ..io import VolumeError
+    from ._jobs import describe_user_error
+
+    if isinstance(exc, VolumeError):
+        return exc.message(WIDGET_OPTION_NAMES)
+    return f"Could not load the file: {describe_user_error(exc)}"
+
+
+def _read_job(path: Path, options: dict, progress):
     """Runs in the worker thread: read and standardise, nothing touches the viewer here."""
     from ..io import read_volume
 
-    yield f"Reading and standardising {path.name} ..."
+    progress(0, 0, f"reading and standardising {path.name}")
     return read_volume(path, **options)

@@ -13,18 +13,17 @@ layer, shows progress, and draws the result on the main thread:
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FileEdit,
-    Label,
-    PushButton,
-    Slider,
-    SpinBox,
-)
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, PushButton, Slider, SpinBox
 
-from ._common import ProgressRow, notify_error, notify_info, output_problem
+from ._common import (
+    ProgressRow,
+    notify_error,
+    notify_info,
+    output_problem,
+    scroll_inside,
+    text_label,
+)
+from ._jobs import JobRunner, JobWidget
 from ._state import state_for
 
 _PLANE_ORDER = {"xy": (0, 1, 2), "xz": (1, 0, 2), "yz": (2, 0, 1)}  # dims order that shows a plane
@@ -45,7 +44,7 @@ def group_colours(n_groups: int, seed: int = 7) -> np.ndarray:
     return out
 
 
-class NearDuplicatesWidget(Container):
+class NearDuplicatesWidget(JobWidget):
     """Find near-duplicate patches in an Image layer (CEM500K curation) and export exemplars."""
 
     def __init__(self, napari_viewer):
@@ -54,10 +53,7 @@ class NearDuplicatesWidget(Container):
         self._volume = None  # the uint8 volume the result was computed on
         self._layer = None
         self._overlay = None
-        self._worker = None
-        self._regroup_worker = None
         self._pending_cutoff = None
-        self._cancel_requested = False
 
         self.image = ComboBox(label="Image", choices=self._image_choices,
                               tooltip="The EM volume or image to curate.")
@@ -77,7 +73,7 @@ class NearDuplicatesWidget(Container):
         self.cutoff = Slider(label="Cutoff", value=12, min=0, max=32, tracking=True,
                              tooltip="Hamming distance between dHashes (64 bits) still called a "
                                      "near-duplicate, inclusive. CEM500K used 12.")
-        self.counts = Label(value="No result yet.")
+        self.counts = text_label("No result yet.")
         self.show_overlay = CheckBox(label="Show overlay on the slice", value=True)
         self.export_dir = FileEdit(label="Export to", mode="d")
         self.export_button = PushButton(text="Export curated patches", enabled=False)
@@ -88,10 +84,12 @@ class NearDuplicatesWidget(Container):
         ])
         self.gallery = _make_gallery(self._on_gallery_click)
         self.native.layout().addWidget(self.gallery)
+        scroll_inside(self)
         self.cutoff.enabled = False
+        self.jobs = JobRunner(self.progress, name="Finding near-duplicates", on_running=self._set_running)
+        self.regrouping = JobRunner(name="Regrouping")  # the cutoff slider: quick, latest value wins
 
         self.run_button.changed.connect(lambda: self.run())
-        self.progress.cancel_button.changed.connect(self.cancel)
         self.cutoff.changed.connect(self._on_cutoff)
         self.show_overlay.changed.connect(lambda v: self.update_overlay())
         self.export_button.changed.connect(lambda: self.export())
@@ -121,8 +119,6 @@ class NearDuplicatesWidget(Container):
     # -- running --------------------------------------------------------------------------
     def run(self):
         """Hash and group the chosen layer in a thread worker; returns the worker."""
-        from napari.qt.threading import create_worker
-
         layer = self.image.value
         if layer is None:
             notify_error("Open an EM image first (File > Open, or the Load EM volume widget).")
@@ -133,30 +129,14 @@ class NearDuplicatesWidget(Container):
         options = {"source": layer.name, "voxel_size": voxel, "planes": self.planes.value,
                    "patch_size": int(self.patch_size.value), "cutoff": int(self.cutoff.value),
                    "grouping": self.grouping.value, "seed": int(self.seed.value)}
-        self._cancel_requested = False
-        self._set_running(True)
-        self.progress.start(1, f"Hashing the patches of {layer.name} ...")
-        self._worker = create_worker(
-            _curate_job, data, options, lambda: self._cancel_requested,
-            _progress=False,
-            _connect={"yielded": self._on_progress, "returned": lambda r: self._on_result(layer, r),
-                      "errored": self._on_error, "finished": self._on_finished},
-        )
-        return self._worker
-
-    def cancel(self) -> None:
-        self._cancel_requested = True
-        self.progress.status.value = "Cancelling ..."
+        return self.jobs.start(_curate_job, data, options, message=f"Hashing the patches of {layer.name} ...",
+                               on_result=lambda r: self._on_result(layer, r),
+                               cancelled="Cancelled; the previous result is unchanged.")
 
     def _set_running(self, running: bool) -> None:
         self.run_button.enabled = not running
         self.export_button.enabled = not running and self.result is not None
         self.cutoff.enabled = not running and self.result is not None
-
-    def _on_progress(self, update) -> None:
-        done, total, stage = update
-        self.progress.bar.max = max(total, 1)
-        self.progress.step(done, f"{stage.capitalize()}: {done:,} / {total:,}")
 
     def _on_result(self, layer, payload) -> None:
         result, volume = payload
@@ -165,46 +145,24 @@ class NearDuplicatesWidget(Container):
         self._set_result(result)
         self.progress.finish(f"{layer.name}: {result.summary()}.")
 
-    def _on_error(self, exc: Exception) -> None:
-        from .._cancel import Cancelled
-
-        if isinstance(exc, Cancelled):
-            self.progress.finish("Cancelled; the previous result is unchanged.")
-            return
-        message = str(exc) if isinstance(exc, (ValueError, TypeError, OSError)) else (
-            f"Finding near-duplicates failed: {type(exc).__name__}: {exc}")
-        self.progress.finish("Failed: " + message)
-        notify_error(message)
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._set_running(False)
-
     # -- cutoff slider --------------------------------------------------------------------
     def _on_cutoff(self, value: int) -> None:
         if self.result is None:
             return
         self._pending_cutoff = int(value)
-        if self._regroup_worker is None:
+        if not self.regrouping.running:
             self._start_regroup()
 
     def _start_regroup(self):
-        from napari.qt.threading import create_worker
-
         cutoff, self._pending_cutoff = self._pending_cutoff, None
-        base = self.result
-        self._regroup_worker = create_worker(
-            base.regroup, cutoff,
-            _connect={"returned": self._on_regrouped, "errored": self._on_error,
-                      "finished": self._on_regroup_finished})
-        return self._regroup_worker
+        return self.regrouping.start(self.result.regroup, cutoff, on_result=self._on_regrouped,
+                                     then=self._on_regroup_finished)
 
     def _on_regrouped(self, result) -> None:
         if self.result is not None:
             self._set_result(result)
 
     def _on_regroup_finished(self) -> None:
-        self._regroup_worker = None
         if self._pending_cutoff is not None and self.result is not None:
             self._start_regroup()  # the slider moved on while we worked: latest value wins
 
@@ -223,7 +181,7 @@ class NearDuplicatesWidget(Container):
                              f"(cutoff {result.params['cutoff']})")
         self._colours = group_colours(max(result.n_groups, 1))
         self._sizes = result.group_sizes()
-        self._set_running(self._worker is not None)
+        self._set_running(self.jobs.running)
         self.update_overlay()
         self.update_gallery()
 
@@ -356,8 +314,6 @@ class NearDuplicatesWidget(Container):
     # -- export ---------------------------------------------------------------------------
     def export(self, out_dir=None):
         """Write the kept exemplars and manifest.csv in a thread worker; returns the worker."""
-        from napari.qt.threading import create_worker
-
         if self.result is None:
             notify_error("Run 'Find near-duplicates' first.")
             return None
@@ -371,15 +327,11 @@ class NearDuplicatesWidget(Container):
         if problem:
             notify_error(problem)
             return None
-        self._cancel_requested = False
-        self._set_running(True)
-        self.progress.start(max(self.result.n_kept, 1), f"Exporting {self.result.n_kept:,} patches ...")
-        self._worker = create_worker(
-            _export_job, self.result, self._volume, out_dir, lambda: self._cancel_requested,
-            _progress=False,
-            _connect={"yielded": self._on_progress, "returned": self._on_exported,
-                      "errored": self._on_error, "finished": self._on_finished})
-        return self._worker
+        return self.jobs.start(_export_job, self.result, self._volume, out_dir,
+                               message=f"Exporting {self.result.n_kept:,} patches ...",
+                               total=self.result.n_kept, on_result=self._on_exported,
+                               cancelled="Export cancelled; the folder's manifest lists this "
+                                         "volume only once an export of it finishes.")
 
     def _on_exported(self, summary) -> None:
         message = (f"Exported {summary['written']:,} exemplar patches of {summary['source']} "
@@ -434,35 +386,8 @@ def _make_gallery(on_click):
     return gallery
 
 
-def _progress_generator(fn, **kwargs):
-    """Run the callback-reporting core *fn* in a helper thread and turn its progress(done, total,
-    stage) calls into yields, so a napari GeneratorWorker carries them to the main thread."""
-    import queue
-    import threading
-
-    updates: queue.SimpleQueue = queue.SimpleQueue()
-    box = {}
-
-    def work():
-        try:
-            box["value"] = fn(progress=lambda d, t, s: updates.put((d, t, s)), **kwargs)
-        except BaseException as exc:  # re-raised in the worker thread below
-            box["error"] = exc
-        finally:
-            updates.put(None)
-
-    thread = threading.Thread(target=work, name="napari-cem-job", daemon=True)
-    thread.start()
-    while (item := updates.get()) is not None:
-        yield item
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def _curate_job(data, options: dict, should_stop):
-    """Worker: standardise if needed, hash, group. Yields (done, total, stage)."""
+def _curate_job(data, options: dict, progress, should_stop):
+    """Worker: standardise if needed, hash, group; returns (result, the uint8 volume)."""
     import pandas  # noqa: F401  (napari's Shapes features import it: pay that here, not in the UI)
 
     from ..curate import find_near_duplicates
@@ -471,20 +396,19 @@ def _curate_job(data, options: dict, should_stop):
     if getattr(data, "dtype", None) != np.uint8:
         from ..io import standardize
 
-        yield (0, 1, "standardising")
+        progress(0, 0, "standardising")
         volume, _info = standardize(data, rgb=False)
         if hasattr(volume, "compute") and volume.nbytes < 2**30:
             volume = volume.compute()
-    result = yield from _progress_generator(find_near_duplicates, volume=volume,
-                                            should_stop=should_stop, **options)
+    result = find_near_duplicates(volume=volume, progress=progress, should_stop=should_stop, **options)
     return result, volume
 
 
-def _export_job(result, volume, out_dir, should_stop):
-    """Worker: write the exemplars and the manifest. Yields (done, total, stage)."""
+def _export_job(result, volume, out_dir, progress, should_stop):
+    """Worker: write the exemplars and the manifest; returns the export summary."""
     from ..export import export_curated
 
-    summary = yield from _progress_generator(export_curated, result=result, volume=volume,
-                                             out_dir=out_dir, skip_done=False, should_stop=should_stop)
+    summary = export_curated(result=result, volume=volume, out_dir=out_dir, skip_done=False,
+                             progress=progress, should_stop=should_stop)
     summary["out_dir"] = str(out_dir)
     return summary

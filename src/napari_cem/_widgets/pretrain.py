@@ -15,18 +15,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, SpinBox
 
 from ._common import (
     ProgressRow,
-    device_line_pending,
     notify_error,
     notify_info,
     preload_torch_stack,
+    scroll_inside,
     text_label,
-    torch_stack_ready,
     wait_for_torch_stack,
 )
+from ._device_line import DeviceLine
+from ._jobs import USER_ERRORS, JobRunner, JobWidget, describe_user_error
 from ._state import state_for
 
 # the core's messages name the CLI options; the widget's controls have other names
@@ -46,7 +47,7 @@ def default_output(patches: Path) -> Path:
     return patches.parent / name
 
 
-class PretrainWidget(Container):
+class PretrainWidget(JobWidget):
     """Pre-train a 1-channel ResNet50 with MoCoV2 on 2D patches; checkpoints go to Fine-tune."""
 
     def __init__(self, napari_viewer):
@@ -59,10 +60,7 @@ class PretrainWidget(Container):
         self.extra_config: dict = {}
         self.checkpoint: Path | None = None  # the last checkpoint this widget wrote or resumed
         self.last_log = None  # the EpochLog of the last finished epoch
-        self._worker = None
-        self._stop_requested = False
         self._auto_output: str | None = None
-        self._device_type: str | None = None
         self._run: dict = {}
 
         self.patches = FileEdit(label="Patches", mode="d",
@@ -93,23 +91,24 @@ class PretrainWidget(Container):
                                tooltip="Continue from the checkpoint in the output folder (same "
                                        "queue size); without it, a folder holding one is refused.")
         self.start_button = PushButton(text="Start pre-training")
-        self.progress = ProgressRow()
-        self.progress.cancel_button.text = "Stop"
+        self.progress = ProgressRow(stop_text="Stop")
         self.result = text_label("No encoder pre-trained yet.")
         super().__init__(widgets=[
             self.patches, self.output, self.epochs, self.batch, self.queue, self.batch_note, self.lr,
             self.max_minutes, self.device, self.device_info, self.resume, self.start_button,
             self.progress, self.result,
         ])
+        scroll_inside(self)
 
+        # RuntimeError too: what torch raises for a device out of memory or a broken CUDA set-up
+        self.jobs = JobRunner(self.progress, name="Pre-training", on_running=self._set_running,
+                              user_errors=USER_ERRORS + (RuntimeError,))
         self.start_button.changed.connect(lambda: self.start())
-        self.progress.cancel_button.changed.connect(self.stop)
         self.patches.changed.connect(self._on_patches)
-        self.device.changed.connect(self._show_device)
         self.batch.changed.connect(self._update_note)
         self.queue.changed.connect(self._update_note)
         preload_torch_stack()  # seconds of imports, off the UI thread
-        self._show_device()
+        self.device_line = DeviceLine(self.device_info, self.device, on_found=self._update_note)
 
     # -- controls ---------------------------------------------------------------------------
     @staticmethod
@@ -126,27 +125,13 @@ class PretrainWidget(Container):
         self._auto_output = str(default_output(patch_folder_of(text)))
         self.output.value = self._auto_output
 
-    def _show_device(self, _value=None) -> None:
-        if device_line_pending(self.device_info, self._show_device):
-            return
-        try:
-            from ..device import describe_device, select_device
-
-            dev = select_device(self.device.value)
-            self.device_info.value = str(describe_device(dev))
-            self._device_type = dev.type
-        except Exception as exc:  # a device that is absent: say so, Start will refuse it
-            self.device_info.value = f"unavailable: {exc}"
-            self._device_type = None
-        self._update_note()
-
     def _update_note(self, _value=None) -> None:
         batch, queue = int(self.batch.value), int(self.queue.value)
         note = ""
         if queue % batch:
             note = (f"The queue size must be a multiple of the batch size: "
                     f"{_nearest_multiple(queue, batch)}, for instance.")
-        elif self._device_type == "cpu" and batch > 32:
+        elif self.device_line.device_type == "cpu" and batch > 32:
             note = f"On the CPU a batch of 8-32 is practical; {batch} is a GPU setting."
         self.batch_note.value = note
         self.batch_note.visible = bool(note)
@@ -187,15 +172,13 @@ class PretrainWidget(Container):
                        lr=float(self.lr.value), max_minutes=minutes if minutes > 0 else None)
         options.update(self.extra_config)
         config = PretrainConfig(**options)
-        if self._device_type is None and torch_stack_ready():
+        if self.device_line.ready and self.device_line.device_type is None:
             raise ValueError(f"Device: {self.device_info.value}")  # absent (the worker checks too)
         return folder, out, config
 
     def start(self):
         """Start pre-training in a thread worker; returns the worker (None on bad input)."""
-        from napari.qt.threading import create_worker
-
-        if self._worker is not None:
+        if self.jobs.running:
             return None
         try:
             folder, out, config = self._read_inputs()
@@ -203,26 +186,18 @@ class PretrainWidget(Container):
             notify_error(str(exc))
             return None
         resume = bool(self.resume.value)
-        self._stop_requested = False
-        self._run = {"out": out, "config": config, "resume": resume, "epochs_run": 0,
-                     "steps": None}
+        self._run = {"out": out, "config": config, "resume": resume, "epochs_run": 0}
         self.last_log = None
-        self._set_running(True)
-        self.progress.start(config.epochs, f"Reading the patches in {folder} ...")
-        self.progress.bar.max = 0  # busy until the first iteration says how many there are
-        self._worker = create_worker(
-            _pretrain_job, folder, out, config, self.device.value, resume,
-            lambda: self._stop_requested, _progress=False,
-            _connect={"yielded": self._on_update, "returned": self._on_done,
-                      "errored": self._on_error, "finished": self._on_finished})
-        return self._worker
+        return self.jobs.start(_pretrain_job, folder, out, config, self.device.value, resume,
+                               message=f"Reading the patches in {folder} ...",
+                               on_record=self._on_epoch, on_result=self._on_done,
+                               on_error=self._explain, then=self._register,
+                               stopping="Stopping after this iteration (the last checkpoint is "
+                                        "kept) ...")
 
     def stop(self) -> None:
         """Stop after the current iteration; the last finished epoch's checkpoint is kept."""
-        if self._worker is None:
-            return
-        self._stop_requested = True
-        self.progress.status.value = "Stopping after this iteration (the last checkpoint is kept) ..."
+        self.jobs.cancel()
 
     def _set_running(self, running: bool) -> None:
         self.start_button.enabled = not running
@@ -230,33 +205,21 @@ class PretrainWidget(Container):
                   self.max_minutes, self.device, self.resume):
             w.enabled = not running
 
-    def _on_update(self, update) -> None:
-        kind, payload = update
-        epochs = self._run["config"].epochs
-        if kind == "step":
-            info, rate = payload
-            steps = info["steps"]
-            if self._run["steps"] is None:
-                self._run["steps"] = steps
-                self.progress.bar.max = max(epochs * steps, 1)
-            speed = f", {rate:.1f} images/s" if rate else ""
-            self.progress.step((info["epoch"] - 1) * steps + info["step"],
-                               f"Epoch {info['epoch']} / {epochs}, step {info['step']} / {steps}: "
-                               f"loss {info['loss']:.3f}, accuracy {info['accuracy']:.2f}{speed}")
-            return
-        log = payload
+    def _on_epoch(self, log) -> None:
+        """An epoch ended and its checkpoint is written: say so, offer it to Fine-tune."""
         self.last_log = log
         self._run["epochs_run"] += 1
-        steps = self._run["steps"] or 1
-        self.progress.step(log.epoch * steps,
-                           f"Epoch {log.epoch} / {epochs}: loss {log.loss:.4f}, accuracy "
-                           f"{log.accuracy:.3f}, {log.images_per_s:.1f} images/s, lr {log.lr:.3g}")
+        self.progress.status.value = (
+            f"Epoch {log.epoch} / {self._run['config'].epochs}: loss {log.loss:.4f}, accuracy "
+            f"{log.accuracy:.3f}, {log.images_per_s:.1f} images/s, lr {log.lr:.3g}")
         self._register()
 
     def _register(self) -> bool:
         """Offer the checkpoint of the output folder to the Fine-tune widget (if there is one)."""
         from ..pretrain import CHECKPOINT_NAME
 
+        if "out" not in self._run:
+            return False
         path = self._run["out"] / CHECKPOINT_NAME
         if not path.is_file():
             return False
@@ -292,9 +255,9 @@ class PretrainWidget(Container):
         self.progress.finish(message)
         notify_info(message)
 
-    def _on_error(self, exc: Exception) -> None:
-        message = str(exc) if isinstance(exc, (ValueError, OSError, RuntimeError)) else (
-            f"Pre-training failed: {type(exc).__name__}: {exc}")
+    def _explain(self, exc: BaseException) -> str:
+        """A failure in the widget's words: its option names, what to change, what is kept."""
+        message = describe_user_error(exc)
         for cli, label in _CLI_NAMES.items():
             message = message.replace(cli, label)
         if "out of memory" in message.lower():
@@ -302,65 +265,22 @@ class PretrainWidget(Container):
         if self._run.get("epochs_run") and self._register():
             message += f" The checkpoint of epoch {self.last_log.epoch} is kept in {self._run['out']}."
         self.result.value = "Failed: " + message
-        self.progress.finish("Failed: " + message)
-        notify_error(message)
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._set_running(False)
+        return message
 
 
 def _nearest_multiple(value: int, step: int) -> int:
     return max(step, round(value / step) * step)
 
 
-def _pretrain_job(folder, out, config, device, resume, should_stop):
-    """Worker: run the core in a helper thread; yield ("step", (info, images/s)) per iteration
-    and ("epoch", EpochLog) per epoch; return {"stopped": bool}."""
-    import queue
-    import threading
-    import time
-
-    wait_for_torch_stack()  # imported in the background since the widget opened
+def _pretrain_job(folder, out, config, device, resume, progress, should_stop):
+    """Worker: yield an EpochLog per finished epoch; return {"stopped": bool}."""
+    from .. import pretrain as core
     from .._cancel import Cancelled
-    from ..pretrain import pretrain
-    from .segment import _lower_this_thread_priority
 
-    updates: queue.SimpleQueue = queue.SimpleQueue()
-    box: dict = {}
-    halt = [False]  # set when this generator is closed: the helper then stops too
-    clock = {"last": None, "rate": None}
-
-    def progress(info):
-        now = time.perf_counter()
-        if clock["last"] is not None and info["step"] > 1:
-            # (the first step of an epoch would include the previous epoch's checkpoint)
-            rate = config.batch_size / max(now - clock["last"], 1e-9)
-            clock["rate"] = rate if clock["rate"] is None else 0.7 * clock["rate"] + 0.3 * rate
-        clock["last"] = now
-        updates.put(("step", (info, clock["rate"])))
-
-    def work():
-        _lower_this_thread_priority()
-        try:
-            for log in pretrain(folder, out, config, device=device, resume=resume, progress=progress,
-                                should_stop=lambda: halt[0] or should_stop()):
-                updates.put(("epoch", log))
-        except Cancelled:
-            box["stopped"] = True
-        except BaseException as exc:  # re-raised in the worker thread below
-            box["error"] = exc
-        finally:
-            updates.put(None)
-
-    thread = threading.Thread(target=work, name="napari-cem-pretrain", daemon=True)
-    thread.start()
+    wait_for_torch_stack(progress)  # imported in the background since the widget opened
     try:
-        while (item := updates.get()) is not None:
-            yield item
-    finally:
-        halt[0] = True
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return {"stopped": bool(box.get("stopped"))}
+        yield from core.pretrain(folder, out, config, device=device, resume=resume,
+                                 progress=progress, should_stop=should_stop)
+    except Cancelled:
+        return {"stopped": True}
+    return {"stopped": False}

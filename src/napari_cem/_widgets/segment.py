@@ -10,14 +10,7 @@ be compared with the result: IoU per class (3D and mean of 2D slices) in a table
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import (
-    CheckBox,
-    ComboBox,
-    Container,
-    FileEdit,
-    FloatSpinBox,
-    PushButton,
-)
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton
 
 from ..device import DEVICE_CHOICES
 from ._common import (
@@ -27,16 +20,17 @@ from ._common import (
     notify_warning,
     preload_labels_display,
     preload_torch_stack,
+    scroll_inside,
     text_label,
-    torch_stack_ready,
     wait_for_torch_stack,
 )
+from ._jobs import JobRunner, JobWidget
 from ._state import state_for
 
 _NO_GT = "none"
 
 
-class SegmentWidget(Container):
+class SegmentWidget(JobWidget):
     """Segment an Image layer with the active U-Net into a Labels layer; compare with ground truth."""
 
     def __init__(self, napari_viewer):
@@ -46,8 +40,6 @@ class SegmentWidget(Container):
         preload_labels_display()
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)
-        self._worker = None
-        self._cancel_requested = False
         self._evaluate_after = False
         self._labels_layer = None  # the Labels layer this widget made (refreshed by later runs)
         self._prob_layers: dict[str, object] = {}
@@ -86,15 +78,16 @@ class SegmentWidget(Container):
         ])
         self.iou_table = _make_table()
         self.native.layout().addWidget(self.iou_table)
+        scroll_inside(self)
+        self.jobs = JobRunner(self.progress, name="Segmentation", on_running=self._set_running)
 
         self.load_button.changed.connect(lambda: self.load_model_file())
         self.segment_button.changed.connect(lambda: self.run())
         self.slice_button.changed.connect(lambda: self.run(current_slice=True))
-        self.progress.cancel_button.changed.connect(self.cancel)
         self.evaluate_button.changed.connect(lambda: self.evaluate())
         self.image.changed.connect(self._update_mode_note)
         self.mode.changed.connect(self._update_mode_note)
-        self.ground_truth.changed.connect(lambda _v: self._set_running(self._worker is not None))
+        self.ground_truth.changed.connect(lambda _v: self._set_running(self.jobs.running))
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
         self.state.on_model_changed(self._on_model_changed)
@@ -156,21 +149,15 @@ class SegmentWidget(Container):
 
     def load_model_file(self, path=None):
         """Load a bundle file in a thread worker and make it the viewer's active model."""
-        from napari.qt.threading import create_worker
-
         if path is None:
             text = str(self.model_file.value).strip()
             if text in ("", "."):
                 notify_error("Choose a model file first.")
                 return None
             path = text
-        self._set_running(True)
-        self.progress.start(1, "Loading the model ...")
-        self._worker = create_worker(
-            _load_job, path,
-            _connect={"returned": lambda b: self._on_model_loaded(b, path), "errored": self._on_error,
-                      "finished": self._on_finished})
-        return self._worker
+        return self.jobs.start(_load_job, path, message="Loading the model ...",
+                               on_result=lambda bundle: self._on_model_loaded(bundle, path),
+                               cancelled="Cancelled; the model is unchanged.")
 
     def _on_model_loaded(self, bundle, path) -> None:
         self.state.set_active_model(bundle, path)
@@ -179,8 +166,6 @@ class SegmentWidget(Container):
     # -- running --------------------------------------------------------------------------
     def run(self, current_slice: bool = False):
         """Segment the chosen layer (or the slice on screen) in a thread worker; returns the worker."""
-        from napari.qt.threading import create_worker
-
         bundle = self.state.active_model
         layer = self.image.value
         if bundle is None:
@@ -205,17 +190,11 @@ class SegmentWidget(Container):
             return None
         options = {"mode": mode, "threshold": float(self.threshold.value), "device": self.device.value,
                    "keep_probabilities": bool(self.keep_probs.value), "voxel_size": _voxel_size(layer)}
-        self._cancel_requested = False
-        self._set_running(True)
         what = f"slice {index} of {layer.name}" if index is not None else layer.name
-        self.progress.start(1, f"Segmenting {what} ...")
-        self._worker = create_worker(
-            _segment_job, data, bundle, options, lambda: self._cancel_requested,
-            _progress=False,
-            _connect={"yielded": self._on_progress,
-                      "returned": lambda r: self._on_result(layer, r, index),
-                      "errored": self._on_error, "finished": self._on_finished})
-        return self._worker
+        return self.jobs.start(_segment_job, data, bundle, options, message=f"Segmenting {what} ...",
+                               on_result=lambda r: self._on_result(layer, r, index),
+                               then=self._evaluate_if_asked,
+                               cancelled="Cancelled; the previous result is unchanged.")
 
     def _current_z(self, layer) -> int | None:
         offset = self.viewer.dims.ndim - layer.ndim
@@ -225,21 +204,12 @@ class SegmentWidget(Container):
         z = int(round(float(layer.world_to_data(self.viewer.dims.point[offset:])[0])))
         return int(np.clip(z, 0, layer.data.shape[0] - 1 if not layer.multiscale else layer.data[0].shape[0] - 1))
 
-    def cancel(self) -> None:
-        self._cancel_requested = True
-        self.progress.status.value = "Cancelling ..."
-
     def _set_running(self, running: bool) -> None:
         self.segment_button.enabled = not running
         self.slice_button.enabled = not running
         self.load_button.enabled = not running
         self.evaluate_button.enabled = (not running and self._labels_layer is not None
                                         and self.ground_truth.value is not None)
-
-    def _on_progress(self, update) -> None:
-        done, total, stage = update
-        self.progress.bar.max = max(total, 1)
-        self.progress.step(done, f"{stage.capitalize()}: {done:,} / {total:,}")
 
     def _on_result(self, layer, result, index) -> None:
         for message in result.metadata.get("warnings", []):
@@ -311,20 +281,7 @@ class SegmentWidget(Container):
         if self._labels_layer is not None:
             self.viewer.layers.selection.active = self._labels_layer
 
-    def _on_error(self, exc: Exception) -> None:
-        from .._cancel import Cancelled
-
-        if isinstance(exc, Cancelled):
-            self.progress.finish("Cancelled; the previous result is unchanged.")
-            return
-        message = str(exc) if isinstance(exc, (ValueError, TypeError, OSError)) else (
-            f"Segmentation failed: {type(exc).__name__}: {exc}")
-        self.progress.finish("Failed: " + message)
-        notify_error(message)
-
-    def _on_finished(self) -> None:
-        self._worker = None
-        self._set_running(False)
+    def _evaluate_if_asked(self) -> None:
         if self._evaluate_after:
             self._evaluate_after = False
             self.evaluate()
@@ -332,7 +289,7 @@ class SegmentWidget(Container):
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self):
         """IoU of the segmentation against the chosen ground-truth layer, in a thread worker."""
-        from napari.qt.threading import create_worker
+        from ..metrics import evaluate
 
         gt = self.ground_truth.value
         pred = self._labels_layer
@@ -343,15 +300,9 @@ class SegmentWidget(Container):
             notify_error("Choose a ground-truth Labels layer to compare with.")
             return None
         classes = (pred.metadata.get("napari_cem", {}) or {}).get("classes")
-        self._cancel_requested = False
-        self._set_running(True)
-        self.progress.start(1, f"Comparing with {gt.name} ...")
-        self._worker = create_worker(
-            _evaluate_job, pred.data, gt.data, classes, lambda: self._cancel_requested,
-            _progress=False,
-            _connect={"yielded": self._on_progress, "returned": lambda e: self._on_evaluated(e, gt.name),
-                      "errored": self._on_error, "finished": self._on_finished})
-        return self._worker
+        return self.jobs.start(evaluate, pred=pred.data, gt=gt.data, classes=classes,
+                               message=f"Comparing with {gt.name} ...",
+                               on_result=lambda e: self._on_evaluated(e, gt.name))
 
     def _on_evaluated(self, evaluation, gt_name) -> None:
         self.evaluation = evaluation
@@ -408,59 +359,31 @@ def _fill_table(table, evaluation) -> None:
     table.resizeColumnsToContents()
 
 
-def _load_job(path):
-    wait_for_torch_stack()
+def _load_job(path, progress):
+    wait_for_torch_stack(progress)
     from ..model import load_bundle
 
+    progress(0, 0, "reading the model file")
     return load_bundle(path)
 
 
-def _segment_job(data, bundle, options: dict, should_stop):
-    """Worker: standardise if needed, segment. Yields (done, total, stage); returns the result."""
+def _segment_job(data, bundle, options: dict, progress, should_stop):
+    """Worker: standardise if needed, segment; returns the Segmentation."""
     import warnings
 
-    if not torch_stack_ready():
-        yield (0, 1, "loading PyTorch")
-        wait_for_torch_stack()
+    wait_for_torch_stack(progress)
     from ..infer import segment
-    from .near_duplicates import _progress_generator
 
     volume = data
     if getattr(data, "dtype", None) != np.uint8:
         from ..io import standardize
 
-        yield (0, 1, "standardising")
+        progress(0, 0, "standardising")
         volume, _info = standardize(data, rgb=False)
-    def background_segment(**kwargs):
-        _lower_this_thread_priority()
-        return segment(**kwargs)
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # they are in result.metadata["warnings"]
-        result = yield from _progress_generator(background_segment, volume=volume, bundle=bundle,
-                                                should_stop=should_stop, **options)
-    return result
-
-
-def _lower_this_thread_priority(increment: int = 10) -> None:
-    """Nice the calling thread (Linux: per thread; the OpenMP threads torch starts from it
-    inherit it), so that on a busy CPU napari's main thread is served first."""
-    import os
-    import threading
-
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + increment))
-    except (AttributeError, OSError):
-        pass  # not Linux, or not allowed: run at normal priority
-
-
-def _evaluate_job(pred, gt, classes, should_stop):
-    from ..metrics import evaluate
-    from .near_duplicates import _progress_generator
-
-    return (yield from _progress_generator(evaluate, pred=pred, gt=gt, classes=classes,
-                                           should_stop=should_stop))
+        return segment(volume=volume, bundle=bundle, progress=progress, should_stop=should_stop,
+                       **options)
 
 
 def _units_of(layer) -> dict:

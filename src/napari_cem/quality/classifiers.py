@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .._cancel import Cancelled
+from .._cancel import Cancelled, stoppable
 
 __all__ = [
     "MIN_LABELS",
@@ -126,8 +126,8 @@ def encoder_features(patches, *, encoder_weights=None, device="auto", batch_size
             x = (x / 255.0 - mean) / std
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with precision.autocast(dev.type):
-                feats = encoder(x)
+            with stoppable(encoder, should_stop), precision.autocast(dev.type):
+                feats = encoder(x)  # Stop lands inside it too: a batch is seconds on a CPU
             pooled = torch.cat([feats[i].float().mean(dim=(2, 3)) for i in ENCODER_STAGES], dim=1)
             pooled = pooled.cpu().numpy()
             if out is None:
