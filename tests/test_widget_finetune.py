@@ -70,6 +70,29 @@ def test_training_saves_the_bundle_and_makes_it_active(widget, qtbot, tmp_path):
     assert set(np.unique(preview.data[1])) <= {0, 1}
 
 
+def test_the_preview_is_of_the_plane_on_screen(widget, qtbot, monkeypatch):
+    """In an xz view the preview predicts that xz plane and draws it there (it used to
+    predict the xy slice of the same z)."""
+    import napari_cem.model as model
+
+    planes = []
+
+    def predict(_bundle, plane, *args, **kwargs):
+        planes.append(plane.shape)
+        return np.ones(plane.shape, np.uint8)
+
+    monkeypatch.setattr(model, "predict_slice", predict)
+    widget.bundle = object()  # as after training
+    viewer = widget.viewer
+    viewer.dims.order = (1, 0, 2)  # rows z, columns x: an xz plane
+    viewer.dims.point = (0, 40, 0)
+    widget.preview()
+    _wait_idle(qtbot, widget)
+    preview = viewer.layers["em preview"]
+    assert planes == [(3, 96)]
+    assert preview.data[:, 40, :].all() and int(preview.data.sum()) == 3 * 96
+
+
 def test_stop_keeps_the_latest_weights(widget, qtbot, tmp_path):
     widget.iterations.value = 500
     seen = []

@@ -189,3 +189,17 @@ def test_on_error_words_a_user_error_in_the_widgets_terms(qtbot, shown):
     runner.start(work, on_error=lambda exc: str(exc).replace("--batch", "Batch size"))
     _wait(qtbot, runner)
     assert shown["errors"] == ["Batch size is too large"]
+
+
+def test_the_bar_is_never_busy(qapp):
+    """A busy bar animates (30 repaints a second of a window holding an OpenGL canvas): an
+    unknown total shows an empty bar and the moving count in the text instead."""
+    row = ProgressRow()
+    row.start(0, "Reading ...")
+    assert row.bar.max >= 1 and row.bar.value == 0
+    row.show(3, 0, "loading PyTorch, seconds")
+    assert row.bar.max >= 1 and row.status.value == "Loading PyTorch, seconds: 3"
+    row.show(0, 0, "reading the model file")
+    assert row.status.value == "Reading the model file ..."
+    row.show(2, 4, "xy slices")
+    assert (row.bar.value, row.bar.max) == (2, 4) and row.status.value == "Xy slices: 2 / 4"

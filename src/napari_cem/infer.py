@@ -645,6 +645,7 @@ def segment(
                  keep_probabilities=keep_probabilities, voxel_size=voxel_size,
                  isotropy_tolerance=isotropy_tolerance, precision=precision, slab=slab)
     count = _Count(plan.total, progress)
+    count.add(0, plan.stage(plan.planes[0]))  # the total is known before the first slice
     with stoppable(plan.predictor.model, should_stop):
         for plane in plan.planes:
             _predict_plane(plan, plane, count, should_stop)

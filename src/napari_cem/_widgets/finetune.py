@@ -33,6 +33,7 @@ from ._common import (
 )
 from ._device_line import DeviceLine
 from ._jobs import USER_ERRORS, JobRunner, JobWidget
+from ._layers import full_data, image_choices, layers_of, slice_on_screen, units_of, voxel_size
 from ._state import state_for
 
 WEIGHT_FILE = "local file ..."
@@ -112,7 +113,7 @@ class FinetuneWidget(JobWidget):
         self._training = False  # a training job (not a download) is running
         self._pretrained: dict[str, Path] = {}  # Weights label -> checkpoint of Pre-train encoder
 
-        self.image = ComboBox(label="Image", choices=self._image_choices,
+        self.image = ComboBox(label="Image", choices=lambda _w=None: image_choices(self.viewer),
                               tooltip="The EM image or volume (8-bit) to learn from.")
         self.labels_layer = ComboBox(label="Labels", choices=self._labels_choices,
                                tooltip="Painted labels of the same shape: 0 = not annotated, "
@@ -185,23 +186,15 @@ class FinetuneWidget(JobWidget):
         self._on_weights()
 
     # -- choices ----------------------------------------------------------------------------
-    def _layers_of(self, kind):
-        return [(layer.name, layer) for layer in self.viewer.layers if isinstance(layer, kind)]
-
-    def _image_choices(self, _widget=None):
-        from napari.layers import Image
-
-        return [(n, layer) for n, layer in self._layers_of(Image) if not layer.rgb and layer.ndim in (2, 3)]
-
     def _labels_choices(self, _widget=None):
         from napari.layers import Labels
 
-        return self._layers_of(Labels)
+        return layers_of(self.viewer, Labels)
 
     def _shapes_choices(self, _widget=None):
         from napari.layers import Shapes
 
-        return [("none", None), *self._layers_of(Shapes)]
+        return [("none", None), *layers_of(self.viewer, Shapes)]
 
     def _refresh_choices(self, _event=None) -> None:
         self.image.reset_choices()
@@ -281,13 +274,13 @@ class FinetuneWidget(JobWidget):
         if labels_layer is None:
             raise ValueError("Add a Labels layer and paint a few regions of each class "
                              "(0 = not annotated).")
-        image = np.asarray(image_layer.data[0] if image_layer.multiscale else image_layer.data)
+        image = np.asarray(full_data(image_layer))
         if image.dtype != np.uint8:
             from ..io import standardize
 
             image, _info = standardize(image, rgb=False)
             image = np.asarray(image)
-        labels = np.asarray(labels_layer.data[0] if labels_layer.multiscale else labels_layer.data)
+        labels = np.asarray(full_data(labels_layer))
         if labels.shape != image.shape:
             raise ValueError(f"The labels layer {labels_layer.name!r} (shape {labels.shape}) and the "
                              f"image {image_layer.name!r} (shape {image.shape}) must have the same shape.")
@@ -310,15 +303,6 @@ class FinetuneWidget(JobWidget):
             else:
                 rois.append((int(y0), int(x0), int(np.ceil(y1)), int(np.ceil(x1))))
         return rois or None
-
-    def _voxel_size(self, layer):
-        meta = layer.metadata.get("napari_cem", {}) if isinstance(layer.metadata, dict) else {}
-        if meta.get("voxel_size"):
-            return tuple(float(v) for v in meta["voxel_size"])
-        units = getattr(layer, "units", None)
-        if units is not None and any(str(u) != "pixel" for u in units):
-            return tuple(float(s) for s in layer.scale)
-        return None
 
     def _output_path(self, image_layer) -> Path:
         value = str(self.save_to.value) if self.save_to.value is not None else ""
@@ -351,7 +335,7 @@ class FinetuneWidget(JobWidget):
         preload_torch_stack()  # the worker waits for it: the viewer never does
         options = dict(
             classes=names, background_label=background, complete_slices=bool(self.complete.value),
-            rois=rois, voxel_size=self._voxel_size(image_layer), weights=weights,
+            rois=rois, voxel_size=voxel_size(image_layer), weights=weights,
             freeze=self.freeze.value, iterations=int(self.iterations.value),
             crop_size=int(self.crop.value), batch_size=int(self.batch.value), device=self.device.value,
             augment=Augment.preset(self.augment.value), preview_request=self._take_preview_request,
@@ -413,15 +397,6 @@ class FinetuneWidget(JobWidget):
         request, self._preview_slice = self._preview_slice, None
         return request
 
-    def _current_slice(self, layer):
-        data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
-        if data.ndim == 2:
-            return None, data
-        offset = self.viewer.dims.ndim - layer.ndim
-        z = int(round(float(layer.world_to_data(self.viewer.dims.point[offset:])[0])))
-        z = min(max(z, 0), data.shape[0] - 1)
-        return z, np.asarray(data[z])
-
     def preview(self):
         """Predict the slice on screen with the current weights (during or after training)."""
         training = self._training
@@ -429,12 +404,16 @@ class FinetuneWidget(JobWidget):
         if layer is None:
             notify_error("Open an EM image first.")
             return None
-        z, plane = self._current_slice(layer)
+        screen = slice_on_screen(self.viewer, layer)
+        if screen is None:
+            notify_error("Show the image in 2D (any plane) to preview the slice on screen.")
+            return None
+        plane = np.asarray(full_data(layer)[screen.key])
         if plane.dtype != np.uint8:
             notify_error("The preview needs an 8-bit image; load it with the Load EM volume widget.")
             return None
         if training:  # the training thread predicts it between two iterations
-            self._pending_preview_target = (layer, z)
+            self._pending_preview_target = (layer, screen)
             self._preview_slice = plane
             self.progress.status.value = "Preview requested; it appears after this iteration."
             return None
@@ -444,24 +423,20 @@ class FinetuneWidget(JobWidget):
         from ..model import predict_slice
 
         return self.previewing.start(predict_slice, self.bundle, plane,
-                                     on_result=lambda labels: self._show_preview((layer, z), labels))
+                                     on_result=lambda labels: self._show_preview((layer, screen), labels))
 
     def _show_preview(self, target, labels2d) -> None:
-        layer, z = target
+        layer, screen = target
         name = f"{layer.name} preview"
-        shape = tuple(layer.data[0].shape if layer.multiscale else layer.data.shape)
+        shape = tuple(full_data(layer).shape)
         if name in self.viewer.layers and self.viewer.layers[name].data.shape == shape:
             out = self.viewer.layers[name]
         else:
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-            units = {"units": layer.units} if getattr(layer, "units", None) is not None else {}
             out = self.viewer.add_labels(np.zeros(shape, np.uint8), name=name, scale=layer.scale,
-                                         translate=layer.translate, opacity=0.5, **units)
-        if z is None:
-            out.data[...] = labels2d
-        else:
-            out.data[z] = labels2d
+                                         translate=layer.translate, opacity=0.5, **units_of(layer))
+        out.data[screen.key] = labels2d
         out.refresh()
 
 

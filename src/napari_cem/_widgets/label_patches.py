@@ -296,7 +296,10 @@ class LabelPatchesWidget(JobWidget):
             else:
                 text = [""] * len(ids)
             frames.features = {"p": text, "label": [lab or "" for lab in labels]}
-            frames.text = {"string": "{p}", "color": "yellow", "size": 10, "anchor": "upper_left"}
+            # inside the top-left corner of its own cell: anchored at the corner the text was
+            # centred on it, half of it over the neighbouring patch
+            frames.text = {"string": "{p}", "color": "yellow", "size": 10, "anchor": "upper_left",
+                           "translation": [GAP * 1.6, self._cell * 0.22]}
         frames.refresh()
 
     # -- labelling ------------------------------------------------------------------------

@@ -24,10 +24,10 @@ from ._common import (
     text_label,
 )
 from ._jobs import JobRunner, JobWidget
+from ._layers import full_data, image_choices, slice_on_screen, voxel_size
 from ._state import state_for
 
 _PLANE_ORDER = {"xy": (0, 1, 2), "xz": (1, 0, 2), "yz": (2, 0, 1)}  # dims order that shows a plane
-_SLICE_AXIS = {"xy": 0, "xz": 1, "yz": 2}
 GALLERY_GROUPS = 8
 GALLERY_MEMBERS = 6
 THUMB = 72
@@ -55,7 +55,7 @@ class NearDuplicatesWidget(JobWidget):
         self._overlay = None
         self._pending_cutoff = None
 
-        self.image = ComboBox(label="Image", choices=self._image_choices,
+        self.image = ComboBox(label="Image", choices=lambda _w=None: image_choices(self.viewer),
                               tooltip="The EM volume or image to curate.")
         self.patch_size = SpinBox(label="Patch size", value=224, min=16, max=4096, step=16,
                                   tooltip="Square patches, no overlap, from the top-left corner; an edge "
@@ -99,12 +99,6 @@ class NearDuplicatesWidget(JobWidget):
         self.viewer.dims.events.order.connect(self._on_dims)
 
     # -- layer choice ---------------------------------------------------------------------
-    def _image_choices(self, _widget=None):
-        from napari.layers import Image
-
-        return [(layer.name, layer) for layer in self.viewer.layers
-                if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)]
-
     def _refresh_choices(self, _event=None) -> None:
         self.image.reset_choices()
 
@@ -123,10 +117,8 @@ class NearDuplicatesWidget(JobWidget):
         if layer is None:
             notify_error("Open an EM image first (File > Open, or the Load EM volume widget).")
             return None
-        data = layer.data[0] if layer.multiscale else layer.data
-        meta = layer.metadata.get("napari_cem", {}) if isinstance(layer.metadata, dict) else {}
-        voxel = meta.get("voxel_size") or (tuple(float(s) for s in layer.scale) if _has_units(layer) else None)
-        options = {"source": layer.name, "voxel_size": voxel, "planes": self.planes.value,
+        data = full_data(layer)
+        options = {"source": layer.name, "voxel_size": voxel_size(layer), "planes": self.planes.value,
                    "patch_size": int(self.patch_size.value), "cutoff": int(self.cutoff.value),
                    "grouping": self.grouping.value, "seed": int(self.seed.value)}
         return self.jobs.start(_curate_job, data, options, message=f"Hashing the patches of {layer.name} ...",
@@ -190,17 +182,10 @@ class NearDuplicatesWidget(JobWidget):
         layer = self._layer
         if layer is None:
             return None
-        if layer.ndim == 2:
-            return "xy", 0
-        offset = self.viewer.dims.ndim - layer.ndim
-        displayed = tuple(sorted(a - offset for a in self.viewer.dims.displayed))
-        if self.viewer.dims.ndisplay != 2 or any(a < 0 for a in displayed):
+        screen = slice_on_screen(self.viewer, layer)
+        if screen is None:
             return None
-        plane = {(1, 2): "xy", (0, 2): "xz", (0, 1): "yz"}[displayed]
-        axis = _SLICE_AXIS[plane]
-        point = layer.world_to_data(self.viewer.dims.point[offset:])
-        index = int(round(float(point[axis])))
-        return plane, index
+        return screen.plane, screen.index if screen.index is not None else 0
 
     def _on_dims(self, _event=None) -> None:
         if self.result is not None:
@@ -238,7 +223,10 @@ class NearDuplicatesWidget(JobWidget):
             self._overlay = Shapes(ndim=layer.ndim, name=f"near-duplicates ({layer.name})",
                                    opacity=0.9, **kwargs)
             self.viewer.add_layer(self._overlay)
-            self.viewer.layers.selection.active = layer
+            # just above its image: a segmentation or a Fine-tune preview stays on top of it
+            layers = self.viewer.layers
+            layers.move(layers.index(self._overlay), layers.index(layer) + 1)
+            layers.selection.active = layer
         ov = self._overlay
         ov.data = []
         if rects:
@@ -344,12 +332,6 @@ def _camera(viewer):
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
-
-
-def _has_units(layer) -> bool:
-    """A layer scale means nm only when napari-cem or the user gave units (not the default 1)."""
-    return any(str(u) not in ("pixel", "") for u in getattr(layer, "units", ())) and \
-        not np.allclose(layer.scale, 1)
 
 
 def _rectangle(p, ndim: int) -> np.ndarray:

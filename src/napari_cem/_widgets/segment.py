@@ -25,6 +25,7 @@ from ._common import (
     wait_for_torch_stack,
 )
 from ._jobs import JobRunner, JobWidget
+from ._layers import full_data, image_choices, slice_on_screen, units_of, voxel_size
 from ._state import state_for
 
 _NO_GT = "none"
@@ -50,7 +51,7 @@ class SegmentWidget(JobWidget):
         self.model_file = FileEdit(label="Model file", mode="r", filter="napari-cem model (*.pt *.pth);;All files (*)",
                                    tooltip="A model bundle saved by Fine-tune (or napari-cem finetune).")
         self.load_button = PushButton(text="Load model file")
-        self.image = ComboBox(label="Image", choices=self._image_choices,
+        self.image = ComboBox(label="Image", choices=lambda _w=None: image_choices(self.viewer),
                               tooltip="The EM volume (or 2D image) to segment.")
         self.mode = ComboBox(label="Mode", choices=["stack", "orthoplane"], value="stack",
                              tooltip="stack: predict every xy slice. orthoplane: predict every xy, xz "
@@ -95,12 +96,6 @@ class SegmentWidget(JobWidget):
         self._update_mode_note()
 
     # -- choices --------------------------------------------------------------------------
-    def _image_choices(self, _widget=None):
-        from napari.layers import Image
-
-        return [(layer.name, layer) for layer in self.viewer.layers
-                if isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)]
-
     def _gt_choices(self, _widget=None):
         from napari.layers import Labels
 
@@ -128,7 +123,7 @@ class SegmentWidget(JobWidget):
         if layer is not None and layer.ndim == 2 and self.mode.value == "orthoplane":
             note = "A 2D image has no xz/yz planes: use stack."
         elif layer is not None and self.mode.value == "orthoplane":
-            voxel = _voxel_size(layer)
+            voxel = voxel_size(layer)
             if voxel is None:
                 note = "Voxel size unknown: orthoplane assumes a near-isotropic volume."
             elif not is_isotropic(voxel):
@@ -174,35 +169,27 @@ class SegmentWidget(JobWidget):
         if layer is None:
             notify_error("Open an EM image first (File > Open, or the Load EM volume widget).")
             return None
-        data = layer.data[0] if layer.multiscale else layer.data
+        data = full_data(layer)
         mode = self.mode.value
-        index = None
+        screen = None  # the slice on screen, for "Current slice only" in a volume
         if current_slice:
             mode = "stack"
             if layer.ndim == 3:
-                index = self._current_z(layer)
-                if index is None:
-                    notify_error("Show the volume in 2D, xy plane, to segment the current slice.")
+                screen = slice_on_screen(self.viewer, layer)
+                if screen is None:
+                    notify_error("Show the volume in 2D (any plane) to segment the slice on screen.")
                     return None
-                data = data[index]
+                data = data[screen.key]
         if mode == "orthoplane" and layer.ndim == 2:
             notify_error("Orthoplane needs a 3D volume; this image is 2D. Use the stack mode.")
             return None
         options = {"mode": mode, "threshold": float(self.threshold.value), "device": self.device.value,
-                   "keep_probabilities": bool(self.keep_probs.value), "voxel_size": _voxel_size(layer)}
-        what = f"slice {index} of {layer.name}" if index is not None else layer.name
+                   "keep_probabilities": bool(self.keep_probs.value), "voxel_size": voxel_size(layer)}
+        what = f"{screen.describe()} of {layer.name}" if screen is not None else layer.name
         return self.jobs.start(_segment_job, data, bundle, options, message=f"Segmenting {what} ...",
-                               on_result=lambda r: self._on_result(layer, r, index),
+                               on_result=lambda r: self._on_result(layer, r, screen),
                                then=self._evaluate_if_asked,
                                cancelled="Cancelled; the previous result is unchanged.")
-
-    def _current_z(self, layer) -> int | None:
-        offset = self.viewer.dims.ndim - layer.ndim
-        displayed = tuple(sorted(a - offset for a in self.viewer.dims.displayed))
-        if self.viewer.dims.ndisplay != 2 or displayed != (1, 2):
-            return None
-        z = int(round(float(layer.world_to_data(self.viewer.dims.point[offset:])[0])))
-        return int(np.clip(z, 0, layer.data.shape[0] - 1 if not layer.multiscale else layer.data[0].shape[0] - 1))
 
     def _set_running(self, running: bool) -> None:
         self.segment_button.enabled = not running
@@ -211,37 +198,37 @@ class SegmentWidget(JobWidget):
         self.evaluate_button.enabled = (not running and self._labels_layer is not None
                                         and self.ground_truth.value is not None)
 
-    def _on_result(self, layer, result, index) -> None:
+    def _on_result(self, layer, result, screen) -> None:
         for message in result.metadata.get("warnings", []):
             notify_warning(message)
         labels = np.asarray(result.labels)
         meta = result.layer_metadata
-        shape = layer.data[0].shape if layer.multiscale else layer.data.shape
+        shape = full_data(layer).shape
         target = self._labels_layer
-        if index is not None:
+        if screen is not None:
             if target is not None and target in self.viewer.layers and target.data.shape == tuple(shape):
-                target.data[index] = labels
+                target.data[screen.key] = labels
                 target.refresh()
             else:
                 full = np.zeros(shape, labels.dtype)
-                full[index] = labels
+                full[screen.key] = labels
                 self._show_labels(layer, full, meta)
         else:
             self.result = result
             self._show_labels(layer, labels, meta)
         if result.probabilities is not None:
-            self._show_probabilities(layer, result, index, shape)
+            self._show_probabilities(layer, result, screen, shape)
         seconds = result.metadata.get("seconds", 0)
-        what = f"slice {index}" if index is not None else "volume"
+        what = screen.describe() if screen is not None else "volume"
         fg = ", ".join(f"{name} {100 * float(np.mean(labels == i)):.1f} %"
                        for i, name in enumerate(result.classes) if i > 0)
         self.progress.finish(f"{layer.name}: {what} segmented in {seconds:.1f} s "
                              f"({result.metadata.get('precision')}, {result.metadata.get('mode')}); {fg}.")
-        self._evaluate_after = index is None and self.ground_truth.value is not None
+        self._evaluate_after = screen is None and self.ground_truth.value is not None
 
     def _show_labels(self, layer, labels, meta) -> None:
         target = self._labels_layer
-        kwargs = {"scale": layer.scale, "translate": layer.translate, **_units_of(layer)}
+        kwargs = {"scale": layer.scale, "translate": layer.translate, **units_of(layer)}
         if target is not None and target in self.viewer.layers:
             target.data = labels
             target.scale = layer.scale
@@ -255,7 +242,7 @@ class SegmentWidget(JobWidget):
         self.viewer.layers.selection.active = self._labels_layer
         self.ground_truth.reset_choices()
 
-    def _show_probabilities(self, layer, result, index, shape) -> None:
+    def _show_probabilities(self, layer, result, screen, shape) -> None:
         probs = np.asarray(result.probabilities)
         if len(result.classes) == 2:
             per_class = {result.classes[1]: probs}
@@ -263,19 +250,19 @@ class SegmentWidget(JobWidget):
             per_class = {name: probs[i] for i, name in enumerate(result.classes) if i > 0}
         for name, p in per_class.items():
             existing = self._prob_layers.get(name)
-            if index is not None:
+            if screen is not None:
                 if existing is not None and existing in self.viewer.layers and existing.data.shape == tuple(shape):
-                    existing.data[index] = p
+                    existing.data[screen.key] = p
                     existing.refresh()
                     continue
                 full = np.zeros(shape, np.uint8)
-                full[index] = p
+                full[screen.key] = p
                 p = full
             if existing is not None and existing in self.viewer.layers:
                 existing.data = p
                 continue
             self._prob_layers[name] = self.viewer.add_image(
-                p, name=f"{layer.name} P({name})", scale=layer.scale, translate=layer.translate, **_units_of(layer),
+                p, name=f"{layer.name} P({name})", scale=layer.scale, translate=layer.translate, **units_of(layer),
                 colormap="magma", contrast_limits=(0, 255), opacity=0.5, blending="additive",
                 metadata={"napari_cem": {"probability_of": name, "scale": "uint8, 255 = 1.0"}})
         if self._labels_layer is not None:
@@ -312,18 +299,6 @@ class SegmentWidget(JobWidget):
         self.iou_info.value = f"Against {gt_name}: {mean}"
         self.progress.finish(f"Compared with {gt_name}.")
         notify_info(f"IoU against {gt_name}: {mean}")
-
-
-def _voxel_size(layer):
-    """(z, y, x) nm from napari-cem's metadata, else the layer's scale when it has units."""
-    meta = layer.metadata.get("napari_cem", {}) if isinstance(layer.metadata, dict) else {}
-    voxel = meta.get("voxel_size")
-    if voxel is not None and len(voxel) == layer.ndim:
-        return tuple(float(v) for v in voxel)
-    units = [str(u) for u in getattr(layer, "units", ())]
-    if any(u not in ("pixel", "") for u in units) and not np.allclose(layer.scale, 1):
-        return tuple(float(s) for s in layer.scale)
-    return None
 
 
 def _make_table():
@@ -384,9 +359,3 @@ def _segment_job(data, bundle, options: dict, progress, should_stop):
         warnings.simplefilter("ignore", UserWarning)  # they are in result.metadata["warnings"]
         return segment(volume=volume, bundle=bundle, progress=progress, should_stop=should_stop,
                        **options)
-
-
-def _units_of(layer) -> dict:
-    """The image layer's physical units, for layers drawn over it (napari warns otherwise)."""
-    units = getattr(layer, "units", None)
-    return {"units": units} if units is not None else {}
