@@ -253,12 +253,26 @@ def _cancel_label_patches(viewer) -> dict:
     return _cancel_when(widget, lambda: "Features" in str(widget.progress.status.value))
 
 
+def _big_tiff() -> Path:
+    """A 1 GiB uint16 TIFF (512 x 1024 x 1024): seconds to read and standardise."""
+    import tifffile
+
+    path = WORK_DIR / "widgets_1gib_uint16.tif"
+    if not path.is_file():
+        rng = np.random.default_rng(0)
+        with tifffile.TiffWriter(path) as tif:
+            for _ in range(512):
+                tif.write(rng.integers(0, 4096, (1024, 1024), dtype=np.uint16), contiguous=True)
+    return path
+
+
 def _cancel_load(viewer) -> dict:
     from napari_cem._widgets.load_volume import LoadVolumeWidget
 
+    path = _big_tiff()
     widget = LoadVolumeWidget(viewer)
-    widget.load(VNC_DIR / "stack1_image.tif")
-    return _cancel_when(widget, _after(0.3))
+    widget.load(path)
+    return _cancel_when(widget, _after(1.0))
 
 
 CANCELS = {"Segment (inside a 1024 x 1024 slice)": _cancel_segment,
@@ -266,16 +280,18 @@ CANCELS = {"Segment (inside a 1024 x 1024 slice)": _cancel_segment,
            "Pre-train encoder (inside an iteration, ResNet50, batch 16)": _cancel_pretrain,
            "Near-duplicates (while grouping 655,360 patches)": _cancel_near_duplicates,
            "Label patches (while computing ResNet50 features)": _cancel_label_patches,
-           "Load EM volume (while reading)": _cancel_load}
+           "Load EM volume (while reading a 1 GiB uint16 TIFF)": _cancel_load}
 
 
-def case_cancel() -> dict:
+def case_cancel(only: str = "") -> dict:
     from _responsiveness import run_until
 
     from napari_cem._widgets._common import torch_stack_ready, wait_for_torch_stack
 
     out = {}
     for name, case in CANCELS.items():
+        if only and only.lower() not in name.lower():
+            continue
         viewer = _viewer()
         wait_for_torch_stack()
         run_until(torch_stack_ready, 120)
@@ -336,8 +352,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--case", choices=["speed", "cancel", "stall"], required=True)
     parser.add_argument("--rows", action="store_true", help="print the RESULTS.md row too")
+    parser.add_argument("--only", default="", help="cancel: only the widgets whose name holds this")
     args = parser.parse_args(argv)
-    case, make_row = {"speed": (case_speed, speed_row), "cancel": (case_cancel, cancel_row),
+    case, make_row = {"speed": (case_speed, speed_row),
+                      "cancel": (lambda: case_cancel(args.only), cancel_row),
                       "stall": (case_stall, stall_row)}[args.case]
     result = case()
     emit(result)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._cancel import Cancelled
+from ._cancel import Cancelled, stoppable
 from ._progress import Progress, report, staged
 from .io._listing import IMAGE_SUFFIXES, is_hidden_or_system
 
@@ -536,7 +536,9 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
                 im_q = im_q.contiguous(memory_format=torch.channels_last)
                 im_k = im_k.contiguous(memory_format=torch.channels_last)
             with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                q = ddp_q(im_q)
+                # Stop lands inside the query forward too (before anything is updated)
+                with stoppable(moco.encoder_q, should_stop if world == 1 else None):
+                    q = ddp_q(im_q)
                 with torch.no_grad():
                     _momentum_update(moco, config.moco_momentum)
                     k = _keys(moco.encoder_k, im_k, world, aug_gen)

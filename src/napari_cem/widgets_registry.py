@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 PLUGIN_NAME = "napari-cem"
-DOCK_SHARE = 0.26  # of the window width for the tabbed napari-cem docks on the right
-LAYER_DOCKS_SHARE = 0.2  # for napari's layer controls and list on the left (at most 300 px)
+LAYER_DOCKS_MIN = 250  # px for napari's layer controls and list on the left
+SPLITTER = 12  # px of each dock area's handle and margins
 
 
 def dock_widget_names() -> list[str]:
@@ -33,22 +33,23 @@ def add_all_dock_widgets(viewer) -> list:
     return widgets
 
 
-def fit_window(viewer, docks_share: float = DOCK_SHARE) -> None:
-    """Size the window to the screen's free area; the right-hand docks get *docks_share* of
-    its width and napari's layer docks on the left a fifth (each never less than it needs),
-    so that the canvas keeps about half the window."""
+def fit_window(viewer) -> None:
+    """Size the window to the screen's free area and share its width: napari's layer docks
+    on the left as narrow as they go, the canvas at least half, the napari-cem docks the rest
+    (as wide as all their tab titles when that fits; never narrower than they need)."""
     from qtpy.QtCore import Qt
 
     window = viewer.window._qt_window
     screen = window.screen().availableGeometry()
     window.setGeometry(screen)
-    widths = {Qt.DockWidgetArea.RightDockWidgetArea: int(screen.width() * docks_share),
-              Qt.DockWidgetArea.LeftDockWidgetArea: min(300, int(screen.width() * LAYER_DOCKS_SHARE))}
-    for area, width in widths.items():
-        docks = [d for d in window.findChildren(_dock_class())
-                 if window.dockWidgetArea(d) == area and not d.isFloating()]
+    left_docks = _docks_in(window, Qt.DockWidgetArea.LeftDockWidgetArea)
+    right_docks = _docks_in(window, Qt.DockWidgetArea.RightDockWidgetArea)
+    left = max([LAYER_DOCKS_MIN, *(d.minimumSizeHint().width() for d in left_docks)])
+    tabs = sum(window.fontMetrics().horizontalAdvance(d.windowTitle()) + 26 for d in right_docks)
+    right = min(tabs, screen.width() // 2 - left - 2 * SPLITTER)
+    right = max([right, *(d.minimumSizeHint().width() for d in right_docks)])
+    for docks, width in ((left_docks, left), (right_docks, right)):
         if docks:
-            width = max(width, *(d.minimumSizeHint().width() for d in docks))
             window.resizeDocks(docks, [width] * len(docks), Qt.Orientation.Horizontal)
 
 
@@ -65,7 +66,9 @@ def _readable_tabs(window) -> None:
         bar.setExpanding(False)
 
 
-def _dock_class():
+def _docks_in(window, area) -> list:
+    """The docked (not floating) dock widgets of *window* in *area*."""
     from qtpy.QtWidgets import QDockWidget
 
-    return QDockWidget
+    return [d for d in window.findChildren(QDockWidget)
+            if window.dockWidgetArea(d) == area and not d.isFloating()]

@@ -39,16 +39,15 @@ class LoadVolumeWidget(JobWidget):
         self.voxel_z = FloatSpinBox(label="z (nm)", value=1.0, min=0.01, max=1e6, step=0.25, visible=False)
         self.voxel_y = FloatSpinBox(label="y (nm)", value=1.0, min=0.01, max=1e6, step=0.25, visible=False)
         self.voxel_x = FloatSpinBox(label="x (nm)", value=1.0, min=0.01, max=1e6, step=0.25, visible=False)
-        self.timepoint = SpinBox(label="Time point", value=-1, min=-1, max=100000,
-                                 tooltip="Only for files with a time axis.")
-        self.channel = SpinBox(label="Channel", value=-1, min=-1, max=1000,
-                               tooltip="Only for files with a channel axis.")
+        # -1 means "none" (magicgui's spin box cannot show a word for it, hence the label)
+        self.timepoint = SpinBox(label="Time point (-1: none)", value=-1, min=-1, max=100000,
+                                 tooltip="Only for files with a time axis: the one to load.")
+        self.channel = SpinBox(label="Channel (-1: none)", value=-1, min=-1, max=1000,
+                               tooltip="Only for files with a channel axis: the one to load.")
         self.level = SpinBox(label="Zarr level", value=0, min=0, max=20,
                              tooltip="Multiscale level of an OME-Zarr (0 = full resolution).")
         self.load_button = PushButton(text="Load")
         self.progress = ProgressRow()
-        for spin in (self.timepoint, self.channel):
-            spin.native.setSpecialValueText("none")
         super().__init__(
             widgets=[
                 self.source_kind, self.path, self.mode, self.low, self.high, self.invert,
