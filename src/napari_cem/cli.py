@@ -525,7 +525,7 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
     from ._cancel import Cancelled
     from .augment import Augment
     from .model import save_bundle
-    from .train import finetune
+    from .train import FinetuneConfig, finetune
 
     for name in ("image", "labels"):
         if not Path(getattr(args, name)).exists():
@@ -558,13 +558,12 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
     bar = progress_bar(total=args.iterations, desc="finetune", unit="it")
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        gen = finetune(image, labels, classes=classes, background_label=args.background_label,
+        config = FinetuneConfig(weights=args.weights, freeze=args.freeze, iterations=args.iterations,
+                                crop_size=args.crop, batch_size=args.batch, device=args.device,
+                                lr=args.lr, seed=args.seed, augment=Augment.preset(args.augment))
+        gen = finetune(image, labels, config, classes=classes, background_label=args.background_label,
                        complete_slices=args.complete_slices, planes=args.planes,
-                       voxel_size=meta.voxel_size, weights=args.weights, freeze=args.freeze,
-                       iterations=args.iterations, crop_size=args.crop, batch_size=args.batch,
-                       device=args.device, lr=args.lr, seed=args.seed,
-                       augment=Augment.preset(args.augment),
-                       should_stop=lambda: stop["requested"],
+                       voxel_size=meta.voxel_size, should_stop=lambda: stop["requested"],
                        data_source=f"image {args.image}; labels {args.labels}")
         while True:
             try:

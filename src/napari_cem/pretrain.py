@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -431,36 +432,74 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
     Writes ``OUT/checkpoint.pth.tar`` (atomically, every epoch; the previous epoch's file is
     kept as ``checkpoint_prev.pth.tar``) and ``OUT/log.csv``. ``progress(done, total, stage)``
     counts the patches read, then every iteration of the run ("epoch 3 / 10, loss 3.210,
-    accuracy 0.41"). ``should_stop()`` ends the
-    run after the current iteration with the last finished epoch's checkpoint intact
-    (raises Cancelled). Runs under torch.distributed when it is initialised (torchrun).
+    accuracy 0.41"). ``should_stop()`` ends the run within the current iteration with the
+    last finished epoch's checkpoint intact (raises Cancelled). Runs under torch.distributed
+    when it is initialised (torchrun). Messages name the :class:`PretrainConfig` fields
+    (``batch_size``, ``queue_size``) and ``resume``; the CLI and the widget say them in
+    their own words.
     """
-    import torch
-    import torch.nn.functional as F
-
-    from .device import autocast_policy, describe_device, select_device
-
     config = config or PretrainConfig()
-    if config.amp not in ("auto", "on", "off"):
-        raise ValueError(f"Unknown amp setting {config.amp!r}; choose auto, on or off.")
     rank, world = _world()
+    _check(config, world)
     out_dir = Path(out_dir)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-    if world > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) \
-            if torch.cuda.is_available() else torch.device("cpu")
-    else:
-        dev = select_device(device) if isinstance(device, str) else torch.device(device)
-    if config.batch_size % world:
-        raise ValueError(f"The batch size ({config.batch_size}) must be divisible by the number "
-                         f"of processes ({world}).")
-    per_rank = config.batch_size // world
-    if config.queue_size % config.batch_size:
-        raise ValueError(f"The queue size ({config.queue_size}) must be a multiple of the batch "
-                         f"size ({config.batch_size}).")
+    data = _read_patches(patch_dir, out_dir, config, rank, world, progress, should_stop)
+    run = _setup(config, _device(device, world), world)
+    start_epoch, iteration, norms = _resume(run, out_dir, config, resume, data.norms())
+    steps_per_epoch = len(data) // config.batch_size
+    start_time = time.perf_counter()
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        losses, accs, lr = [], [], _epoch_lr(run, config, epoch)
+        for loss, acc in _epoch_steps(run, data, config, epoch, norms, rank, world, should_stop):
+            iteration += 1
+            losses.append(loss)
+            accs.append(acc)
+            if rank == 0:
+                report(progress, epoch * steps_per_epoch + len(losses), config.epochs * steps_per_epoch,
+                       f"epoch {epoch + 1} / {config.epochs}, loss {loss:.3f}, accuracy {acc:.2f}")
+        seconds = time.perf_counter() - t0
+        log = EpochLog(epoch + 1, iteration, float(np.mean(losses)), float(np.mean(accs)), lr,
+                       steps_per_epoch * config.batch_size / seconds, seconds)
+        if rank == 0:
+            _save_checkpoint(run.moco, run.optimizer, config, epoch + 1, iteration, norms,
+                             out_dir / CHECKPOINT_NAME, data)
+            _append_log(out_dir / LOG_NAME, log)
+        yield log
+        if config.max_minutes is not None and \
+                time.perf_counter() - start_time > 60 * config.max_minutes:
+            break
 
-    # decoded patches live in a memory-mapped file beside the checkpoints (rank 0 writes it)
+
+def _check(config: PretrainConfig, world: int) -> None:
+    if config.amp not in ("auto", "on", "off"):
+        raise ValueError(f"Unknown amp setting {config.amp!r}; choose auto, on or off.")
+    if config.batch_size % world:
+        raise ValueError(f"The batch_size ({config.batch_size}) must be divisible by the number "
+                         f"of processes ({world}).")
+    if config.queue_size % config.batch_size:
+        raise ValueError(f"The queue_size ({config.queue_size}) must be a multiple of the "
+                         f"batch_size ({config.batch_size}).")
+
+
+def _device(device, world: int):
+    """This process's device: its own GPU under torchrun, else the one asked for."""
+    import torch
+
+    from .device import select_device
+
+    if world > 1:
+        return (torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+                if torch.cuda.is_available() else torch.device("cpu"))
+    return select_device(device) if isinstance(device, str) else torch.device(device)
+
+
+def _read_patches(patch_dir, out_dir: Path, config, rank, world, progress, should_stop):
+    """Decode the patches once into a memory-mapped file beside the checkpoints (rank 0
+    writes it, the others wait and read it)."""
+    import torch
+
     cache = out_dir / PATCH_CACHE_NAME.format(size=max(config.crop, 8))
     if world > 1 and rank != 0:
         torch.distributed.barrier()
@@ -468,110 +507,127 @@ def pretrain(patch_dir, out_dir, config: PretrainConfig | None = None, *, device
                        progress=staged(progress if rank == 0 else None, "reading patches"))
     if world > 1 and rank == 0:
         torch.distributed.barrier()
-    n = len(data)
-    if n < config.batch_size:
-        raise ValueError(f"The batch size ({config.batch_size}) is larger than the data set "
-                         f"({n} readable images in '{patch_dir}'): use a smaller --batch or "
-                         "more patches.")
-    ckpt_path = out_dir / CHECKPOINT_NAME
+    if len(data) < config.batch_size:
+        raise ValueError(f"The batch_size ({config.batch_size}) is larger than the data set "
+                         f"({len(data)} readable images in '{patch_dir}'): use a smaller "
+                         "batch_size or more patches.")
+    return data
+
+
+@dataclass
+class _MoCoRun:
+    """The networks, optimizer and precision of one pre-training run."""
+
+    moco: Any
+    query: Any  # the query encoder, DistributedDataParallel-wrapped under torchrun
+    optimizer: Any
+    scaler: Any
+    device: Any
+    precision: Any
+    channels_last: bool
+
+
+def _setup(config: PretrainConfig, dev, world: int) -> _MoCoRun:
+    import torch
+
+    from .device import autocast_policy, describe_device
+
     torch.manual_seed(config.seed)  # the same initial encoders and queue on every rank
     moco = build_moco(config).to(dev)
     precision = autocast_policy(dev, config.amp, "training", describe_device(dev))
-    use_amp, amp_dtype = precision.enabled, precision.dtype
-    channels_last = dev.type == "cuda" or (dev.type == "cpu" and use_amp)
+    channels_last = dev.type == "cuda" or (dev.type == "cpu" and precision.enabled)
     if channels_last:
         moco = moco.to(memory_format=torch.channels_last)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if world > 1:  # the key encoder uses shuffled BatchNorm (see _keys), as MoCo does
-        ddp_q = torch.nn.parallel.DistributedDataParallel(
+        query = torch.nn.parallel.DistributedDataParallel(
             moco.encoder_q, device_ids=[dev.index] if dev.type == "cuda" else None)
     else:
-        ddp_q = moco.encoder_q
+        query = moco.encoder_q
     optimizer = torch.optim.SGD(moco.encoder_q.parameters(), lr=config.lr,
                                 momentum=config.momentum, weight_decay=config.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-    start_epoch, iteration = 0, 0
-    norms = data.norms()
-    resume_from = next((c for c in (ckpt_path, out_dir / PREVIOUS_CHECKPOINT_NAME) if c.exists()), None)
-    if resume and resume_from is not None:
-        ckpt = load_pretrain_checkpoint(resume_from, map_location=dev)
-        state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
-        moco.load_state_dict(state)
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, iteration = int(ckpt["epoch"]), int(ckpt.get("iteration", 0))
-        norms = tuple(float(v) for v in ckpt["norms"])
-        if ckpt.get("config", {}).get("queue_size", config.queue_size) != config.queue_size:
-            raise ValueError("--resume needs the same --queue as the checkpoint.")
-    elif resume:
-        raise ValueError(f"--resume: no checkpoint in '{out_dir}' to continue from.")
-    mean, std = norms
-    milestones = config.milestones()
-    steps_per_epoch = n // config.batch_size
-    start_time = time.perf_counter()
-    log_path = out_dir / LOG_NAME
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.enabled and precision.dtype == torch.float16)
+    return _MoCoRun(moco, query, optimizer, scaler, dev, precision, channels_last)
 
-    for epoch in range(start_epoch, config.epochs):
-        lr = config.lr * 0.1 ** sum(epoch >= m for m in milestones)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        # everything random in this epoch comes from (seed, epoch): resume is exact
-        perm_gen = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
-        order = torch.randperm(n, generator=perm_gen)
-        aug_gen = torch.Generator(device=dev).manual_seed(
-            (config.seed * 100_003 + epoch) * 1009 + rank)
-        moco.train()
-        t0 = time.perf_counter()
-        losses, accs = [], []
-        for step in range(steps_per_epoch):
-            if should_stop is not None and should_stop():
-                raise Cancelled(f"pre-training stopped in epoch {epoch + 1}; the checkpoint of "
-                                f"epoch {epoch} is kept")
-            idx = order[step * config.batch_size:(step + 1) * config.batch_size]
-            idx = idx[rank * per_rank:(rank + 1) * per_rank]
-            batch = data.data[idx].to(dev, non_blocking=True)
-            im_q = augment_views(batch, mean, std, aug_gen, config.crop)
-            im_k = augment_views(batch, mean, std, aug_gen, config.crop)
-            if channels_last:
-                im_q = im_q.contiguous(memory_format=torch.channels_last)
-                im_k = im_k.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                # Stop lands inside the query forward too (before anything is updated)
-                with stoppable(moco.encoder_q, should_stop if world == 1 else None):
-                    q = ddp_q(im_q)
-                with torch.no_grad():
-                    _momentum_update(moco, config.moco_momentum)
-                    k = _keys(moco.encoder_k, im_k, world, aug_gen)
-            # the contrastive logits in float32: small differences matter at temperature 0.2
-            q = F.normalize(q.float(), dim=1)
-            l_pos = (q * k).sum(1, keepdim=True)
-            l_neg = q @ moco.queue.clone().detach()
-            logits = torch.cat([l_pos, l_neg], dim=1) / config.temperature
-            labels = torch.zeros(logits.shape[0], dtype=torch.long, device=dev)
-            loss = F.cross_entropy(logits, labels)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            with torch.no_grad():
-                _enqueue(moco, _concat_all_gather(k))
-            iteration += 1
-            losses.append(float(loss.detach()))
-            accs.append(float((logits.argmax(1) == 0).float().mean()))
-            if rank == 0:
-                report(progress, epoch * steps_per_epoch + step + 1, config.epochs * steps_per_epoch,
-                       f"epoch {epoch + 1} / {config.epochs}, loss {losses[-1]:.3f}, "
-                       f"accuracy {accs[-1]:.2f}")
-        seconds = time.perf_counter() - t0
-        log = EpochLog(epoch + 1, iteration, float(np.mean(losses)), float(np.mean(accs)), lr,
-                       steps_per_epoch * config.batch_size / seconds, seconds)
-        if rank == 0:
-            _save_checkpoint(moco, optimizer, config, epoch + 1, iteration, norms, ckpt_path, data)
-            _append_log(log_path, log)
-        yield log
-        if config.max_minutes is not None and \
-                time.perf_counter() - start_time > 60 * config.max_minutes:
-            break
+
+def _resume(run: _MoCoRun, out_dir: Path, config, resume: bool, norms):
+    """(first epoch, iterations done, norms): from the checkpoint when resuming, else 0, 0."""
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    resume_from = next((c for c in (ckpt_path, out_dir / PREVIOUS_CHECKPOINT_NAME) if c.exists()), None)
+    if not resume:
+        return 0, 0, norms
+    if resume_from is None:
+        raise ValueError(f"resume: no checkpoint in '{out_dir}' to continue from.")
+    ckpt = load_pretrain_checkpoint(resume_from, map_location=run.device)
+    state = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
+    run.moco.load_state_dict(state)
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    if ckpt.get("config", {}).get("queue_size", config.queue_size) != config.queue_size:
+        raise ValueError("resume needs the same queue_size as the checkpoint.")
+    return int(ckpt["epoch"]), int(ckpt.get("iteration", 0)), tuple(float(v) for v in ckpt["norms"])
+
+
+def _epoch_lr(run: _MoCoRun, config: PretrainConfig, epoch: int) -> float:
+    """Step schedule: x0.1 at each milestone epoch."""
+    lr = config.lr * 0.1 ** sum(epoch >= m for m in config.milestones())
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _epoch_steps(run: _MoCoRun, data, config, epoch, norms, rank, world, should_stop):
+    """Yield (loss, contrastive accuracy) per iteration of one epoch. Everything random in
+    it comes from (seed, epoch), so a resumed run is exact."""
+    import torch
+
+    n = len(data)
+    per_rank = config.batch_size // world
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(config.seed * 100_003 + epoch))
+    aug_gen = torch.Generator(device=run.device).manual_seed((config.seed * 100_003 + epoch) * 1009 + rank)
+    run.moco.train()
+    for step in range(n // config.batch_size):
+        if should_stop is not None and should_stop():
+            raise Cancelled(f"pre-training stopped in epoch {epoch + 1}; the checkpoint of "
+                            f"epoch {epoch} is kept")
+        idx = order[step * config.batch_size:(step + 1) * config.batch_size]
+        idx = idx[rank * per_rank:(rank + 1) * per_rank]
+        batch = data.data[idx].to(run.device, non_blocking=True)
+        yield _moco_step(run, batch, config, norms, aug_gen, world, should_stop)
+
+
+def _moco_step(run: _MoCoRun, batch, config, norms, aug_gen, world, should_stop):
+    """One MoCoV2 iteration on a batch of uint8 patches: (loss, contrastive accuracy)."""
+    import torch
+    import torch.nn.functional as F
+
+    mean, std = norms
+    im_q = augment_views(batch, mean, std, aug_gen, config.crop)
+    im_k = augment_views(batch, mean, std, aug_gen, config.crop)
+    if run.channels_last:
+        im_q = im_q.contiguous(memory_format=torch.channels_last)
+        im_k = im_k.contiguous(memory_format=torch.channels_last)
+    with run.precision.autocast(run.device.type):
+        # Stop lands inside the query forward too (before anything is updated)
+        with stoppable(run.moco.encoder_q, should_stop if world == 1 else None):
+            q = run.query(im_q)
+        with torch.no_grad():
+            _momentum_update(run.moco, config.moco_momentum)
+            k = _keys(run.moco.encoder_k, im_k, world, aug_gen)
+    # the contrastive logits in float32: small differences matter at temperature 0.2
+    q = F.normalize(q.float(), dim=1)
+    l_pos = (q * k).sum(1, keepdim=True)
+    l_neg = q @ run.moco.queue.clone().detach()
+    logits = torch.cat([l_pos, l_neg], dim=1) / config.temperature
+    labels = torch.zeros(logits.shape[0], dtype=torch.long, device=run.device)
+    loss = F.cross_entropy(logits, labels)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    with torch.no_grad():
+        _enqueue(run.moco, _concat_all_gather(k))
+    return float(loss.detach()), float((logits.argmax(1) == 0).float().mean())
 
 
 def _momentum_update(moco, m: float) -> None:
@@ -676,6 +732,17 @@ def config_from_args(args) -> PretrainConfig:
                           max_minutes=args.max_minutes, amp=args.amp)
 
 
+CLI_NAMES = {"batch_size": "--batch", "queue_size": "--queue", "resume": "--resume"}
+
+
+def in_words(message: str, names: dict[str, str]) -> str:
+    """*message* with the config fields it names (``batch_size``, ...) said as *names* does:
+    the CLI's options, or the widget's field labels."""
+    import re
+
+    return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: names[m.group(1)], message)
+
+
 def run_from_args(args, echo=print) -> int:
     """Run with a progress bar on rank 0; returns an exit code."""
     from ._outputs import check_writable_folder
@@ -693,6 +760,8 @@ def run_from_args(args, echo=print) -> int:
             if rank == 0:
                 bar.write(f"epoch {log.epoch}: loss {log.loss:.4f}, accuracy {log.accuracy:.3f}, "
                           f"{log.images_per_s:.0f} images/s")
+    except ValueError as exc:
+        raise ValueError(in_words(str(exc), CLI_NAMES)) from None
     finally:
         bar.close()
     if rank == 0:

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ from ._cancel import Cancelled, stoppable
 from .augment import IGNORE, Augment, augment_batch, window_side
 from .patches import is_isotropic
 
-__all__ = ["FREEZE_CHOICES", "TrainProgress", "TrainingData", "class_weights", "finetune",
+__all__ = ["FREEZE_CHOICES", "FinetuneConfig", "TrainProgress", "TrainingData", "class_weights", "finetune",
            "masked_loss", "prepare_training_data", "run_finetune"]
 
 FREEZE_CHOICES = ("auto", "encoder", "layer4", "none")
@@ -393,18 +394,10 @@ def _norms_from_image(image: np.ndarray) -> tuple[float, float]:
     return float(sample.mean()), float(max(sample.std(), 1e-3))
 
 
-def finetune(image, labels, *, classes: Sequence[str] | None = None, background_label: int | None = None,
-             complete_slices: bool = False, rois=None, planes: str = "auto", voxel_size=None,
-             weights=None, freeze: str = "auto", iterations: int = 500, crop_size: int = 512,
-             batch_size: int = 16, device="auto", lr: float = 3e-3, weight_decay: float = 0.1,
-             seed: int = 42, random_crop_fraction: float = 0.25, structure_crop_fraction: float = 0.5,
-             augment: Augment | None = None,
-             amp: str | bool = "auto", channels_last: str | bool = "auto",
-             should_stop: Callable[[], bool] | None = None,
-             preview_request: Callable[[], np.ndarray | None] | None = None,
-             evaluate: Callable | None = None, evaluate_at: Sequence[int] = (),
-             data_source: str = "", download: bool = True) -> Iterator[TrainProgress]:
-    """Fine-tune a U-Net on painted labels; yields ``TrainProgress``, returns a ``ModelBundle``.
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The settings of one fine-tuning run: what the Fine-tune widget's fields and the
+    ``napari-cem finetune`` options set (the data and the callbacks are not settings).
 
     *weights*: None/"none" (random init, everything trains), a released name
     (``cem500k-mocov2``, ``cem1.5m-swav``; downloaded into the cache when *download*) or a
@@ -412,52 +405,131 @@ def finetune(image, labels, *, classes: Sequence[str] | None = None, background_
     "encoder" (frozen encoder, BatchNorm statistics kept), "layer4" (only layer4 of the
     encoder trains), "none" (everything trains). Crops: a share *structure_crop_fraction*
     centred on structure pixels, the rest on painted pixels (*random_crop_fraction* of those
-    anywhere in a painted slice). AdamW + OneCycle (max *lr*,
-    *weight_decay*). *preview_request()* may return a 2D uint8 slice: its prediction by the
-    current weights comes back in the next ``TrainProgress.preview``. *evaluate(bundle)*
-    is called (model in eval mode) after each iteration listed in *evaluate_at*; its
-    result comes back in ``TrainProgress.evaluation`` (validation curves, benchmarks).
+    anywhere in a painted slice). AdamW + OneCycle (max *lr*, *weight_decay*).
     """
-    import torch
 
-    from .device import autocast_policy, describe_device, select_device
-    from .model import ModelBundle, build_unet, forward_logits, n_outputs_for, predict_slice
-    from .weights import load_encoder_weights
+    weights: str | None = None
+    freeze: str = "auto"
+    iterations: int = 500
+    crop_size: int = 512
+    batch_size: int = 16
+    device: object = "auto"
+    lr: float = 3e-3
+    weight_decay: float = 0.1
+    seed: int = 42
+    random_crop_fraction: float = 0.25
+    structure_crop_fraction: float = 0.5
+    augment: Augment | None = None
+    amp: str | bool = "auto"
+    channels_last: str | bool = "auto"
+    download: bool = True
 
-    if freeze not in FREEZE_CHOICES:
-        raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {freeze!r}.")
-    iterations, batch_size, crop_size = int(iterations), int(batch_size), int(crop_size)
-    if iterations < 1:
-        raise ValueError(f"iterations must be at least 1, got {iterations}.")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}.")
-    if crop_size < 64 or crop_size % 32:
-        raise ValueError(f"The crop size must be a multiple of 32 and at least 64, got {crop_size}.")
-    if not 0 <= random_crop_fraction <= 1:
-        raise ValueError("random_crop_fraction must be between 0 and 1.")
-    if not 0 <= structure_crop_fraction <= 1:
-        raise ValueError("structure_crop_fraction must be between 0 and 1.")
-    aug = augment or Augment()
+    def __post_init__(self):
+        for name in ("iterations", "crop_size", "batch_size", "seed"):
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.freeze not in FREEZE_CHOICES:
+            raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {self.freeze!r}.")
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be at least 1, got {self.iterations}.")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be at least 1, got {self.batch_size}.")
+        if self.crop_size < 64 or self.crop_size % 32:
+            raise ValueError(f"The crop size must be a multiple of 32 and at least 64, got {self.crop_size}.")
+        if not 0 <= self.random_crop_fraction <= 1:
+            raise ValueError("random_crop_fraction must be between 0 and 1.")
+        if not 0 <= self.structure_crop_fraction <= 1:
+            raise ValueError("structure_crop_fraction must be between 0 and 1.")
+
+
+@dataclass
+class _Run:
+    """Everything one fine-tuning run sets up and then changes as it goes."""
+
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any
+    sampler: Any
+    device: Any
+    info: Any  # describe_device
+    precision: Any  # device.Precision
+    memory_format: Any
+    channels_last: bool
+    class_weights: Any  # tensor or None
+    n_out: int
+    norms: tuple
+    encoder_info: dict
+    freeze: str
+    crop: int
+    augment: Augment
+    generator: Any
+    batch_size: int
+    losses: list = field(default_factory=list)
+    ious: list = field(default_factory=list)
+    done: int = 0
+    stopped: bool = False
+    message: str = ""  # said with the next TrainProgress (crop reduced, batch halved)
+
+
+def finetune(image, labels, config: FinetuneConfig | None = None, *,
+             classes: Sequence[str] | None = None, background_label: int | None = None,
+             complete_slices: bool = False, rois=None, planes: str = "auto", voxel_size=None,
+             should_stop: Callable[[], bool] | None = None,
+             preview_request: Callable[[], np.ndarray | None] | None = None,
+             evaluate: Callable | None = None, evaluate_at: Sequence[int] = (),
+             data_source: str = "", **settings) -> Iterator[TrainProgress]:
+    """Fine-tune a U-Net on painted labels; yields ``TrainProgress``, returns a ``ModelBundle``.
+
+    *config* holds the settings (:class:`FinetuneConfig`); keyword *settings* override its
+    fields (``finetune(image, labels, iterations=50, device="cpu")``). *preview_request()*
+    may return a 2D uint8 slice: its prediction by the current weights comes back in the
+    next ``TrainProgress.preview``. *evaluate(bundle)* is called (model in eval mode) after
+    each iteration listed in *evaluate_at*; its result comes back in
+    ``TrainProgress.evaluation`` (validation curves, benchmarks).
+    """
+    from dataclasses import replace
+
+    config = replace(config, **settings) if config is not None else FinetuneConfig(**settings)
     data = prepare_training_data(image, labels, class_names=classes, background_label=background_label,
                                  complete_slices=complete_slices, rois=rois, planes=planes,
                                  voxel_size=voxel_size)
-    dev = select_device(str(device))
+    run = _setup(image, data, config)
+    start = time.perf_counter()
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-cem-crops")
+    try:
+        yield from _iterate(run, config, data, pool, start, should_stop, preview_request,
+                            evaluate, evaluate_at)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    return _record(run, config, data, image, time.perf_counter() - start,
+                   complete_slices=complete_slices, data_source=data_source)
+
+
+def _setup(image, data: TrainingData, config: FinetuneConfig) -> _Run:
+    """The device, precision, U-Net with its encoder weights, optimizer and crop sampler."""
+    import torch
+
+    from .device import autocast_policy, describe_device, select_device
+    from .model import build_unet, n_outputs_for
+    from .weights import load_encoder_weights
+
+    dev = select_device(str(config.device))
     info = describe_device(dev)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    precision = autocast_policy(dev, amp, "training", info)
-    use_amp, amp_dtype = precision.enabled, precision.dtype
-    use_cl = (dev.type in ("cuda", "cpu")) if channels_last == "auto" else bool(channels_last)
+    precision = autocast_policy(dev, config.amp, "training", info)
+    use_cl = (dev.type in ("cuda", "cpu")) if config.channels_last == "auto" else bool(config.channels_last)
     memory_format = torch.channels_last if use_cl else torch.contiguous_format
 
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
     n_out = n_outputs_for(len(data.classes))
     model = build_unet(n_out)
-    encoder_info = load_encoder_weights(model, weights, download=download)
+    encoder_info = load_encoder_weights(model, config.weights, download=config.download)
+    freeze = config.freeze
     if freeze == "auto":
         freeze = "encoder" if encoder_info["layout"] != "none" else "none"
     norms = tuple(encoder_info["norms"]) if encoder_info.get("norms") else _norms_from_image(image)
@@ -466,120 +538,154 @@ def finetune(image, labels, *, classes: Sequence[str] | None = None, background_
     _freeze(model, freeze)
     model.to(dev, memory_format=memory_format)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=iterations)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
+                                                    total_steps=config.iterations)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.enabled and precision.dtype == torch.float16)
     weights_ce = torch.tensor(class_weights(data.fractions), device=dev) if n_out > 1 else None
 
-    crop = crop_size
+    aug = config.augment or Augment()
+    crop = config.crop_size
     min_side = min(image.shape[-2:])
     if crop > min_side and min_side >= 64:
         crop = max(64, (min_side // 32) * 32)
-    sampler = _CropSampler(data, window_side(crop, aug), random_crop_fraction, rng,
-                           structure_fraction=structure_crop_fraction)
-    encoder_grad = freeze != "encoder"
-    losses: list[float] = []
-    ious: list[float | None] = []
+    sampler = _CropSampler(data, window_side(crop, aug), config.random_crop_fraction, rng,
+                           structure_fraction=config.structure_crop_fraction)
     messages = list(data.warnings)
-    if crop != crop_size:
+    if crop != config.crop_size:
         messages.append(f"crop reduced to {crop} to fit the {image.shape[-2]} x {image.shape[-1]} image")
-    start = time.perf_counter()
-    stopped = False
-    done = 0
-    first_message = "; ".join(messages)
     _set_modes(model, freeze)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-cem-crops")
+    return _Run(model, optimizer, scheduler, scaler, sampler, dev, info, precision, memory_format,
+                use_cl, weights_ce, n_out, norms, encoder_info, freeze, crop, aug, gen,
+                config.batch_size, message="; ".join(messages))
+
+
+def _iterate(run: _Run, config: FinetuneConfig, data: TrainingData, pool, start, should_stop,
+             preview_request, evaluate, evaluate_at) -> Iterator[TrainProgress]:
+    """The training loop: a TrainProgress per iteration until done or stopped."""
     pending = None
+    while run.done < config.iterations:
+        if should_stop is not None and should_stop():
+            if run.done == 0:
+                raise Cancelled()
+            run.stopped = True
+            return
+        if pending is None or pending[0] != run.batch_size:
+            pending = (run.batch_size, pool.submit(run.sampler.batch, run.batch_size))
+        imgs, tgts = pending[1].result()
+        pending = (run.batch_size, pool.submit(run.sampler.batch, run.batch_size))  # next batch, while we train
+        try:
+            stepped = _step(run, imgs, tgts, should_stop)
+        except Cancelled:  # from inside the forward: this batch is dropped, no step taken
+            if run.done == 0:
+                raise
+            run.stopped = True
+            return
+        if stepped is None:
+            continue  # out of GPU memory: the batch was halved, try again
+        yield _progress(run, config, data, stepped, start, preview_request, evaluate, evaluate_at)
+
+
+def _step(run: _Run, imgs, tgts, should_stop):
+    """One optimisation step on a batch: (logits, targets, loss), or None after halving the
+    batch on a GPU out-of-memory error."""
+    import torch
+
+    from .model import forward_logits
+
     try:
-        while done < iterations:
-            if should_stop is not None and should_stop():
-                if done == 0:
-                    raise Cancelled()
-                stopped = True
-                break
-            if pending is None or pending[0] != batch_size:
-                pending = (batch_size, pool.submit(sampler.batch, batch_size))
-            imgs, tgts = pending[1].result()
-            pending = (batch_size, pool.submit(sampler.batch, batch_size))  # next batch, while we train
-            try:
-                x_u8 = _to_device(imgs, dev)
-                y_u8 = _to_device(tgts, dev)
-                x, y = augment_batch(x_u8, y_u8, crop, aug, norms, gen)
-                x = x.contiguous(memory_format=memory_format)
-                # Stop also lands inside the forward pass (seconds per batch on a CPU)
-                with stoppable(model, should_stop), \
-                        torch.autocast(dev.type, dtype=amp_dtype, enabled=use_amp):
-                    logits = forward_logits(model, x, encoder_grad=encoder_grad)
-                loss = masked_loss(logits, y, weights_ce)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            except Cancelled:  # from inside the forward: this batch is dropped, no step taken
-                if done == 0:
-                    raise
-                stopped = True
-                break
-            except torch.cuda.OutOfMemoryError:
-                del imgs, tgts
-                optimizer.zero_grad(set_to_none=True)
-                torch.cuda.empty_cache()
-                if batch_size == 1:
-                    raise RuntimeError("The GPU ran out of memory even with a batch of 1; use a smaller "
-                                       "crop size or the CPU.") from None
-                batch_size = max(1, batch_size // 2)
-                first_message = f"GPU out of memory: batch halved to {batch_size}, retrying"
-                continue
-            scheduler.step()
-            done += 1
-            counts = iou_counts(logits.detach(), y)
-            stats = torch.cat([loss.detach().float().view(1), counts.view(-1)]).cpu().numpy()  # one sync
-            loss_value = float(stats[0])
-            iou = _mean_iou(stats[1:].reshape(2, -1))
-            losses.append(round(loss_value, 6))
-            ious.append(None if iou is None else round(iou, 5))
-            preview = None
-            if preview_request is not None:
-                request = preview_request()
-                if request is not None:
-                    tmp = ModelBundle(model=model, classes=data.classes, norms=norms, crop_size=crop)
-                    preview = predict_slice(tmp, request, dev, amp=use_amp)
-                    _set_modes(model, freeze)
-            evaluation = None
-            if evaluate is not None and done in evaluate_at:
-                model.eval()
-                evaluation = evaluate(ModelBundle(model=model, classes=data.classes, norms=norms, crop_size=crop))
-                _set_modes(model, freeze)
-            yield TrainProgress(iteration=done, total=iterations, loss=loss_value,
-                                lr=float(scheduler.get_last_lr()[0]), train_iou=iou, batch_size=batch_size,
-                                seconds=time.perf_counter() - start, message=first_message, preview=preview,
-                                evaluation=evaluation)
-            first_message = ""
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    seconds = time.perf_counter() - start
-    model.eval()
-    model.to(memory_format=torch.contiguous_format)
+        x_u8 = _to_device(imgs, run.device)
+        y_u8 = _to_device(tgts, run.device)
+        x, y = augment_batch(x_u8, y_u8, run.crop, run.augment, run.norms, run.generator)
+        x = x.contiguous(memory_format=run.memory_format)
+        # Stop also lands inside the forward pass (seconds per batch on a CPU)
+        with stoppable(run.model, should_stop), run.precision.autocast(run.device.type):
+            logits = forward_logits(run.model, x, encoder_grad=run.freeze != "encoder")
+        loss = masked_loss(logits, y, run.class_weights)
+        run.optimizer.zero_grad(set_to_none=True)
+        run.scaler.scale(loss).backward()
+        run.scaler.step(run.optimizer)
+        run.scaler.update()
+    except torch.cuda.OutOfMemoryError:
+        del imgs, tgts
+        run.optimizer.zero_grad(set_to_none=True)
+        torch.cuda.empty_cache()
+        if run.batch_size == 1:
+            raise RuntimeError("The GPU ran out of memory even with a batch of 1; use a smaller "
+                               "crop size or the CPU.") from None
+        run.batch_size = max(1, run.batch_size // 2)
+        run.message = f"GPU out of memory: batch halved to {run.batch_size}, retrying"
+        return None
+    run.scheduler.step()
+    run.done += 1
+    return logits, y, loss
+
+
+def _progress(run: _Run, config, data, stepped, start, preview_request, evaluate,
+              evaluate_at) -> TrainProgress:
+    """Record the step's loss and IoU; the preview and evaluation asked for; the progress."""
+    import torch
+
+    from .model import ModelBundle, predict_slice
+
+    logits, y, loss = stepped
+    counts = iou_counts(logits.detach(), y)
+    stats = torch.cat([loss.detach().float().view(1), counts.view(-1)]).cpu().numpy()  # one sync
+    loss_value = float(stats[0])
+    iou = _mean_iou(stats[1:].reshape(2, -1))
+    run.losses.append(round(loss_value, 6))
+    run.ious.append(None if iou is None else round(iou, 5))
+    bundle = None
+    preview = None
+    request = preview_request() if preview_request is not None else None
+    if request is not None:
+        bundle = ModelBundle(model=run.model, classes=data.classes, norms=run.norms, crop_size=run.crop)
+        preview = predict_slice(bundle, request, run.device, amp=run.precision.enabled)
+        _set_modes(run.model, run.freeze)
+    evaluation = None
+    if evaluate is not None and run.done in evaluate_at:
+        run.model.eval()
+        evaluation = evaluate(bundle or ModelBundle(model=run.model, classes=data.classes,
+                                                    norms=run.norms, crop_size=run.crop))
+        _set_modes(run.model, run.freeze)
+    message, run.message = run.message, ""
+    return TrainProgress(iteration=run.done, total=config.iterations, loss=loss_value,
+                         lr=float(run.scheduler.get_last_lr()[0]), train_iou=iou,
+                         batch_size=run.batch_size, seconds=time.perf_counter() - start,
+                         message=message, preview=preview, evaluation=evaluation)
+
+
+def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, seconds: float, *,
+            complete_slices: bool, data_source: str):
+    """The trained model in eval mode and its bundle, with the record of how it was made."""
+    import torch
+
+    from .model import ModelBundle
+
+    run.model.eval()
+    run.model.to(memory_format=torch.contiguous_format)
+    precision = run.precision
     training = {
-        "iterations": done, "iterations_planned": iterations, "stopped_early": stopped,
-        "loss": losses, "train_iou": ious, "seconds": round(seconds, 2),
+        "iterations": run.done, "iterations_planned": config.iterations, "stopped_early": run.stopped,
+        "loss": run.losses, "train_iou": run.ious, "seconds": round(seconds, 2),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(info), "amp": str(amp_dtype).replace("torch.", "") if use_amp else "off",
-        "channels_last": use_cl, "batch_size": batch_size, "crop_size": crop,
-        "optimizer": {"name": "AdamW", "max_lr": lr, "weight_decay": weight_decay,
+        "device": str(run.info),
+        "amp": str(precision.dtype).replace("torch.", "") if precision.enabled else "off",
+        "channels_last": run.channels_last, "batch_size": run.batch_size, "crop_size": run.crop,
+        "optimizer": {"name": "AdamW", "max_lr": config.lr, "weight_decay": config.weight_decay,
                       "schedule": "OneCycle"},
-        "loss_fn": "BCE" if n_out == 1 else "cross-entropy",
-        "class_weights": class_weights(data.fractions) if n_out > 1 else None,
+        "loss_fn": "BCE" if run.n_out == 1 else "cross-entropy",
+        "class_weights": class_weights(data.fractions) if run.n_out > 1 else None,
         "class_fractions": [round(f, 5) for f in data.fractions],
         "data_source": data_source, "image_shape": list(np.shape(image)),
         "n_annotated_pixels": data.n_annotated,
         "label_values": {str(k): v for k, v in sorted(data.value_map.items())},
         "complete_slices": bool(complete_slices), "planes": [v[2] for v in data.views],
-        "augment": aug.as_dict(), "random_crop_fraction": random_crop_fraction,
-        "structure_crop_fraction": structure_crop_fraction, "seed": seed,
+        "augment": run.augment.as_dict(), "random_crop_fraction": config.random_crop_fraction,
+        "structure_crop_fraction": config.structure_crop_fraction, "seed": config.seed,
     }
-    return ModelBundle(model=model, classes=list(data.classes), norms=norms, crop_size=crop,
-                       encoder=encoder_info, training=training)
+    return ModelBundle(model=run.model, classes=list(data.classes), norms=run.norms, crop_size=run.crop,
+                       encoder=run.encoder_info, training=training)
 
 
 def run_finetune(image, labels, callback: Callable[[TrainProgress], None] | None = None, **kwargs):

@@ -333,12 +333,20 @@ class FinetuneWidget(JobWidget):
             notify_error(f"{problem} (Save model to)")
             return None
         preload_torch_stack()  # the worker waits for it: the viewer never does
+        from ..train import FinetuneConfig
+
+        try:
+            config = FinetuneConfig(
+                weights=weights, freeze=self.freeze.value, iterations=int(self.iterations.value),
+                crop_size=int(self.crop.value), batch_size=int(self.batch.value),
+                device=self.device.value, augment=Augment.preset(self.augment.value))
+        except ValueError as exc:
+            notify_error(str(exc))
+            return None
         options = dict(
-            classes=names, background_label=background, complete_slices=bool(self.complete.value),
-            rois=rois, voxel_size=voxel_size(image_layer), weights=weights,
-            freeze=self.freeze.value, iterations=int(self.iterations.value),
-            crop_size=int(self.crop.value), batch_size=int(self.batch.value), device=self.device.value,
-            augment=Augment.preset(self.augment.value), preview_request=self._take_preview_request,
+            config=config, classes=names, background_label=background,
+            complete_slices=bool(self.complete.value), rois=rois, voxel_size=voxel_size(image_layer),
+            preview_request=self._take_preview_request,
             data_source=f"napari layers: image {image_layer.name!r}, labels {labels_layer.name!r}",
         )
         self._training_layer = image_layer

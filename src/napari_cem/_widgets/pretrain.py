@@ -30,8 +30,8 @@ from ._device_line import DeviceLine
 from ._jobs import USER_ERRORS, JobRunner, JobWidget, describe_user_error
 from ._state import state_for
 
-# the core's messages name the CLI options; the widget's controls have other names
-_CLI_NAMES = {"--batch": "Batch size", "--queue": "Queue size", "--resume": "Resume"}
+# the core's messages name its config fields; the widget's controls have other names
+_FIELD_NAMES = {"batch_size": "Batch size", "queue_size": "Queue size", "resume": "Resume"}
 
 
 def patch_folder_of(path) -> Path:
@@ -257,9 +257,9 @@ class PretrainWidget(JobWidget):
 
     def _explain(self, exc: BaseException) -> str:
         """A failure in the widget's words: its option names, what to change, what is kept."""
-        message = describe_user_error(exc)
-        for cli, label in _CLI_NAMES.items():
-            message = message.replace(cli, label)
+        from ..pretrain import in_words
+
+        message = in_words(describe_user_error(exc), _FIELD_NAMES)
         if "out of memory" in message.lower():
             message = f"The device ran out of memory: use a smaller Batch size. ({message})"
         if self._run.get("epochs_run") and self._register():
