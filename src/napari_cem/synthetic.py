@@ -577,8 +577,9 @@ def _filtered_noise_gain(sigmas, truncate: float) -> float:
 
 
 def _render(world: _World, shape, voxel, rng, noise: float):
-    from scipy import ndimage as ndi
-
+    """(uint8 image, labels, mitochondrion instances, resin mask) of *world* sampled on a
+    grid of *shape* voxels of *voxel* nm: cells, textures, cytoplasm, membranes, organelles,
+    then the microscope. The stages draw from *rng* in this order."""
     nz, ny, nx = shape
     vz, vy, vx = voxel
     cz = (np.arange(nz) + 0.5) * vz
@@ -586,10 +587,32 @@ def _render(world: _World, shape, voxel, rng, noise: float):
     cx = (np.arange(nx) + 0.5) * vx
     coords = (cz, cy, cx)
     thick = float(vz)  # section thickness = z sampling
-    key = world.key
-    f32 = np.float32
+    cell, bdist, mem_nz, other = _cells(world, shape, coords)
+    resin_cell = world.resin[cell]
+    has_mem = ~(resin_cell & world.resin[other])
+    del other
+    fine, gran, mott = _textures(world.key, shape, voxel, coords, rng)
+    img, gspk, gran_gap = _cytoplasm(world, cell, resin_cell, fine, gran, mott, thick)
+    del gran
+    labels = np.zeros(shape, np.uint8)
+    _membranes(world, shape, coords, thick, cell, bdist, mem_nz, has_mem, resin_cell, fine,
+               mott, gran_gap, img, labels)
+    del mem_nz, gran_gap
+    inst = _mitochondria(world, shape, coords, thick, cell, bdist, fine, mott, gspk, img, labels)
+    _vesicles(world, coords, thick, fine, img, labels)
+    del fine, mott, bdist, has_mem, gspk
+    resin_mask = resin_cell & (labels == BACKGROUND)
+    del resin_cell, cell
+    return _microscope(img, shape, voxel, coords, world.key, rng, noise), labels, inst, resin_mask
 
-    # --- cells: warped Voronoi with rounded corners ---------------------------
+
+def _cells(world: _World, shape, coords):
+    """Warped Voronoi cells with rounded corners, in slabs of about a million voxels: (cell
+    id, distance to the rounded outline, |z| of the outline normal, the cell across the
+    nearest face)."""
+    nz, ny, nx = shape
+    cz, cy, cx = coords
+    key = world.key
     cell = np.empty(shape, np.int32)
     bdist = np.empty(shape, np.float32)  # distance to the rounded cell outline
     mem_nz = np.empty(shape, np.float32)  # |z component| of the outline normal
@@ -638,12 +661,15 @@ def _render(world: _World, shape, voxel, rng, noise: float):
         mem_nz[sl] = np.where(first, ns[0], ns[1]).reshape(sh)
         other[sl] = np.where(first, i[:, 1], i[:, 2]).reshape(sh)
         del d, i, d0, fs, ns, first, hk, g
+    return cell, bdist, mem_nz, other
 
-    resin_cell = world.resin[cell]
-    has_mem = ~(resin_cell & world.resin[other])
-    del other
 
-    # --- textures -------------------------------------------------------------
+def _textures(key, shape, voxel, coords, rng):
+    """(fine grain, coarse granules, mottling): the noise the cytoplasm is made of."""
+    from scipy import ndimage as ndi
+
+    cz, cy, cx = coords
+    f32 = np.float32
     # fine grain (ribosomes, stain granules): per voxel, so sections differ
     fine = rng.standard_normal(shape, dtype=np.float32)
     # (no smoothing along singleton axes, e.g. the z of a 2D image)
@@ -658,8 +684,13 @@ def _render(world: _World, shape, voxel, rng, noise: float):
     # mottling and patchiness: world-defined smooth noise
     mott = _noise_grid(_mix(key, 21), cz, cy, cx, 45.0)
     _noise_grid(_mix(key, 22), cz, cy, cx, 160.0, out=mott, scale=0.8)
+    return fine, gran, mott
 
-    # --- cytoplasm / resin ----------------------------------------------------
+
+def _cytoplasm(world: _World, cell, resin_cell, fine, gran, mott, thick: float):
+    """(image of cytoplasm and resin, dark specks, the granules before the specks were cut
+    from them): cell grey levels with grain, mottling and specks."""
+    f32 = np.float32
     dark = world.dark[cell]
     tissue = ~resin_cell
     img = world.base.astype(f32)[cell]
@@ -676,17 +707,23 @@ def _render(world: _World, shape, voxel, rng, noise: float):
     img -= gran
     gspk = gran
     del gran
+    return img, gspk, gran_gap
 
-    # --- plasma membranes -----------------------------------------------------
+
+def _membranes(world: _World, shape, coords, thick: float, cell, bdist, mem_nz, has_mem,
+               resin_cell, fine, mott, gran_gap, img, labels) -> None:
+    """Darken the plasma membranes, the extracellular gaps and the postsynaptic densities
+    into *img* and label the membranes, in place."""
+    cz, cy, cx = coords
+    key = world.key
+    f32 = np.float32
     t_half = _noise_grid(_mix(key, 20), cz, cy, cx, 300.0)
     np.clip(t_half, -3.0, 3.0, out=t_half)
     t_half *= f32(0.08 * _MEM_HALF)
     t_half += f32(_MEM_HALF)
-    labels = np.zeros(shape, np.uint8)
     mem_lab = has_mem & (bdist < f32(_GAP) + t_half)
     # projection through the section widens and fades oblique membranes
     tn = f32(thick) * mem_nz
-    del mem_nz
     t_eff = np.sqrt(t_half * t_half + tn * tn * f32(1.0 / 3.0))
     del tn
     amp = f32(0.86) * t_half / t_eff
@@ -694,7 +731,6 @@ def _render(world: _World, shape, voxel, rng, noise: float):
     darkening = amp * _bump(dgap / (f32(1.5) * t_eff))
     # extracellular gaps where cells meet: dark, fibrous
     gapd = f32(0.45) + f32(0.08) * fine + f32(0.05) * mott + f32(0.12) * np.clip(gran_gap, -1.5, 1.5)
-    del gran_gap
     darkening = np.where(dgap < 0, np.maximum(darkening, gapd), darkening)
     darkening *= has_mem
     del t_eff, amp, dgap, t_half, gapd
@@ -716,7 +752,13 @@ def _render(world: _World, shape, voxel, rng, noise: float):
     img *= f32(1.0) - darkening
     del darkening, mem_lab
 
-    # --- mitochondria ---------------------------------------------------------
+
+
+def _mitochondria(world: _World, shape, coords, thick: float, cell, bdist, fine, mott, gspk, img,
+                  labels):
+    """Draw each mitochondrion (matrix, cristae, double membrane) into *img* and *labels*
+    in place; returns the instance ids (1..N, consecutive)."""
+    f32 = np.float32
     inst = np.zeros(shape, np.uint32)
     n = 0  # consecutive instance ids 1..N for the mitochondria in the volume
     for m in world.mitos:
@@ -786,8 +828,12 @@ def _render(world: _World, shape, voxel, rng, noise: float):
         img[sl] = sub.astype(f32)
         labels[sl][inside] = MITOCHONDRIA
         inst[sl][inside] = n
+    return inst
 
-    # --- vesicles -------------------------------------------------------------
+
+def _vesicles(world: _World, coords, thick: float, fine, img, labels) -> None:
+    """Draw the vesicles (bright lumen, dark membrane) into *img* and *labels*, in place."""
+    f32 = np.float32
     vc, vr = world.vesicles
     for c, r in zip(vc, vr):
         sl = _box(c, (r + 10.0,) * 3, coords)
@@ -806,12 +852,17 @@ def _render(world: _World, shape, voxel, rng, noise: float):
         sub = sub * (1.0 - 0.75 * (3.5 / tm) * _bump((sd + 3.0) / (2.2 * tm)))
         img[sl] = sub.astype(f32)
         labels[sl][sd < 0] = VESICLE
-    del fine, mott, bdist, has_mem, gspk
 
-    resin_mask = resin_cell & (labels == BACKGROUND)
-    del resin_cell, cell, dark
 
-    # --- microscope: PSF, illumination, section gain, noise ---------------------
+def _microscope(img, shape, voxel, coords, key, rng, noise: float):
+    """The microscope: PSF blur, uneven illumination, per-section gain and offset, shot and
+    detector noise; then 8 bits."""
+    from scipy import ndimage as ndi
+
+    nz = shape[0]
+    vz = voxel[0]
+    cz, cy, cx = coords
+    f32 = np.float32
     psf = tuple(4.5 / v if v < 20 else 0.0 for v in voxel)
     img = ndi.gaussian_filter(img, psf, mode="nearest", truncate=3.0)
     illum = _noise_grid(_mix(key, 30), cz, cy, cx, 2200.0)
@@ -839,7 +890,7 @@ def _render(world: _World, shape, voxel, rng, noise: float):
     img *= f32(255.0)
     img += f32(0.5)
     np.clip(img, 0.0, 255.0, out=img)
-    return img.astype(np.uint8), labels, inst, resin_mask
+    return img.astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------

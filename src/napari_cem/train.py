@@ -83,8 +83,34 @@ def prepare_training_data(image, labels, *, class_names: Sequence[str] | None = 
     Raises ValueError with a plain message for: shapes that differ, no paint, a label value
     above the class count, a single class only.
     """
-    image = np.asarray(image)
-    labels = np.asarray(labels)
+    image, labels = np.asarray(image), np.asarray(labels)
+    _check_image_and_labels(image, labels)
+    painted = [int(v) for v in np.unique(labels) if v != 0]
+    if not painted and not rois:
+        raise ValueError("Nothing is painted: paint a few regions of each class in the Labels layer "
+                         "(0 = not annotated), including some background.")
+    names = _check_names(class_names, painted)
+    bg = _background_value(background_label, names, complete_slices)
+    classes, value_map, warnings = _classes(names, painted, bg)
+    target = _targets(labels, value_map)
+    if complete_slices:
+        _unpainted_is_background(target, labels, image.ndim, rois)
+    elif bg not in painted:
+        raise ValueError(f"No background is painted (value {bg}, '{classes[0]}'): paint some background, "
+                         "or use 'painted slices are complete' when every painted slice is fully labelled.")
+    annotated = target != IGNORE
+    n_annotated = int(annotated.sum())
+    counts = np.bincount(target[annotated].ravel(), minlength=len(classes))[: len(classes)]
+    if (counts > 0).sum() < 2:
+        raise ValueError("The annotated pixels hold only one class: paint at least one structure "
+                         "and the background.")
+    fractions = (counts / max(n_annotated, 1)).tolist()
+    views, slice_weights = _views(image, target, annotated, planes, voxel_size)
+    return TrainingData(views=views, classes=classes, value_map=value_map, fractions=fractions,
+                        n_annotated=n_annotated, warnings=warnings, slice_weights=slice_weights)
+
+
+def _check_image_and_labels(image: np.ndarray, labels: np.ndarray) -> None:
     if image.ndim not in (2, 3):
         raise ValueError(f"The image must be 2D or 3D (a stack of slices), got shape {image.shape}.")
     if image.dtype != np.uint8:
@@ -98,40 +124,47 @@ def prepare_training_data(image, labels, *, class_names: Sequence[str] | None = 
     if labels.min() < 0:
         raise ValueError("The labels hold negative values; use 0 for 'not annotated' and 1, 2, ... "
                          "for the classes.")
-    painted = [int(v) for v in np.unique(labels) if v != 0]
-    if not painted and not rois:
-        raise ValueError("Nothing is painted: paint a few regions of each class in the Labels layer "
-                         "(0 = not annotated), including some background.")
+
+
+def _check_names(class_names, painted: list[int]) -> list[str] | None:
+    """The user's class names (of the values 1, 2, ...), checked against the paint."""
     names = list(class_names) if class_names else None
-    if names is not None:
-        names = [str(n).strip() for n in names]
-        if any(not n for n in names):
-            raise ValueError("Class names must not be empty.")
-        if len(set(n.lower() for n in names)) != len(names):
-            raise ValueError(f"Class names must be distinct, got {', '.join(names)}.")
-        too_high = [v for v in painted if v > len(names)]
-        if too_high:
-            raise ValueError(f"Label value {too_high[0]} is painted but there are only {len(names)} "
-                             f"classes ({', '.join(names)}); add a class name or repaint.")
+    if names is None:
+        return None
+    names = [str(n).strip() for n in names]
+    if any(not n for n in names):
+        raise ValueError("Class names must not be empty.")
+    if len(set(n.lower() for n in names)) != len(names):
+        raise ValueError(f"Class names must be distinct, got {', '.join(names)}.")
+    too_high = [v for v in painted if v > len(names)]
+    if too_high:
+        raise ValueError(f"Label value {too_high[0]} is painted but there are only {len(names)} "
+                         f"classes ({', '.join(names)}); add a class name or repaint.")
+    return names
 
-    def name_of(value: int) -> str:
-        if names is not None and 1 <= value <= len(names):
-            return names[value - 1]
-        return "background" if value == 0 else f"class {value}"
 
-    # which painted value is background
+def _name_of(value: int, names: list[str] | None) -> str:
+    if names is not None and 1 <= value <= len(names):
+        return names[value - 1]
+    return "background" if value == 0 else f"class {value}"
+
+
+def _background_value(background_label, names, complete_slices: bool) -> int:
+    """Which painted value is background (0: the unpainted pixels of complete slices)."""
     if background_label is not None:
         bg = int(background_label)
         if bg < 0 or (names is not None and bg > len(names)):
             raise ValueError(f"Background label {bg} is not one of the classes.")
         if bg == 0 and not complete_slices:
             raise ValueError("Background label 0 (unpainted) needs 'painted slices are complete'.")
-    elif names is not None and any(n.lower() == "background" for n in names):
-        bg = [n.lower() for n in names].index("background") + 1
-    elif complete_slices:
-        bg = 0
-    else:
-        bg = 1
+        return bg
+    if names is not None and any(n.lower() == "background" for n in names):
+        return [n.lower() for n in names].index("background") + 1
+    return 0 if complete_slices else 1
+
+
+def _classes(names, painted: list[int], bg: int):
+    """(output classes, painted value -> output class, warnings): background first."""
     warnings: list[str] = []
     fg_values = [v for v in painted if v != bg]
     if names is not None:
@@ -140,62 +173,62 @@ def prepare_training_data(image, labels, *, class_names: Sequence[str] | None = 
             warnings.append(f"no paint for {', '.join(unpainted)}: the model will not learn "
                             f"{'it' if len(unpainted) == 1 else 'them'}.")
     if not fg_values:
-        raise ValueError(f"Only one class is painted ({name_of(bg) if bg in painted else name_of(painted[0])}): "
+        only = _name_of(bg, names) if bg in painted else _name_of(painted[0], names)
+        raise ValueError(f"Only one class is painted ({only}): "
                          "paint at least one structure and the background.")
     if len(fg_values) + 1 > IGNORE:
         raise ValueError(f"Too many classes ({len(fg_values) + 1}); at most {IGNORE - 1} are supported.")
-    bg_name = name_of(bg) if (bg != 0 and names is not None) else "background"
-    classes = [bg_name] + [name_of(v) for v in fg_values]
+    bg_name = _name_of(bg, names) if (bg != 0 and names is not None) else "background"
+    classes = [bg_name] + [_name_of(v, names) for v in fg_values]
     if len(set(c.lower() for c in classes)) != len(classes):
         raise ValueError(f"Class names must be distinct, got {', '.join(classes)}.")
     value_map = {v: i + 1 for i, v in enumerate(fg_values)}
     if bg != 0:
         value_map[bg] = 0
+    return classes, value_map, warnings
+
+
+def _targets(labels: np.ndarray, value_map: dict[int, int]) -> np.ndarray:
+    """Output class per pixel; IGNORE where nothing is painted."""
     if int(labels.max()) <= 65535:
         lut = np.full(int(labels.max()) + 1, IGNORE, np.uint8)
         for v, c in value_map.items():
             lut[v] = c
-        target = lut[labels]
-    else:
-        target = np.full(labels.shape, IGNORE, np.uint8)
-        for v, c in value_map.items():
-            target[labels == v] = c
+        return lut[labels]
+    target = np.full(labels.shape, IGNORE, np.uint8)
+    for v, c in value_map.items():
+        target[labels == v] = c
+    return target
 
-    if complete_slices:
-        if rois:
-            for roi in rois:
-                roi = [int(round(float(r))) for r in roi]
-                if image.ndim == 3 and len(roi) == 5:
-                    z, y0, x0, y1, x1 = roi
-                    region = (slice(z, z + 1), slice(max(y0, 0), y1), slice(max(x0, 0), x1))
-                elif len(roi) == 4:
-                    y0, x0, y1, x1 = roi
-                    region = (..., slice(max(y0, 0), y1), slice(max(x0, 0), x1))
-                else:
-                    raise ValueError(f"An ROI must be (z, y0, x0, y1, x1) for a volume or (y0, x0, y1, x1), got {roi}.")
-                sub = target[region]
-                sub[labels[region] == 0] = 0
-        else:
-            if image.ndim == 2:
-                target[labels == 0] = 0
+
+def _unpainted_is_background(target, labels, ndim: int, rois) -> None:
+    """Complete slices: unpainted pixels inside every ROI (or every slice holding paint)
+    become background, in place."""
+    if rois:
+        for roi in rois:
+            roi = [int(round(float(r))) for r in roi]
+            if ndim == 3 and len(roi) == 5:
+                z, y0, x0, y1, x1 = roi
+                region = (slice(z, z + 1), slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+            elif len(roi) == 4:
+                y0, x0, y1, x1 = roi
+                region = (..., slice(max(y0, 0), y1), slice(max(x0, 0), x1))
             else:
-                for z in range(labels.shape[0]):
-                    if labels[z].any():
-                        sl = target[z]
-                        sl[labels[z] == 0] = 0
-    elif bg not in painted:
-        raise ValueError(f"No background is painted (value {bg}, '{bg_name}'): paint some background, "
-                         "or use 'painted slices are complete' when every painted slice is fully labelled.")
+                raise ValueError(f"An ROI must be (z, y0, x0, y1, x1) for a volume or (y0, x0, y1, x1), got {roi}.")
+            sub = target[region]
+            sub[labels[region] == 0] = 0
+    elif ndim == 2:
+        target[labels == 0] = 0
+    else:
+        for z in range(labels.shape[0]):
+            if labels[z].any():
+                sl = target[z]
+                sl[labels[z] == 0] = 0
 
-    annotated = target != IGNORE
-    n_annotated = int(annotated.sum())
-    counts = np.bincount(target[annotated].ravel(), minlength=len(classes))[: len(classes)]
-    present = counts > 0
-    if present.sum() < 2:
-        raise ValueError("The annotated pixels hold only one class: paint at least one structure "
-                         "and the background.")
-    fractions = (counts / max(n_annotated, 1)).tolist()
 
+def _views(image, target, annotated, planes: str, voxel_size):
+    """The (image, target, plane) stacks to crop from (xz and yz too for isotropic volumes
+    with planes "all"/"auto"), and the annotated pixels per slice of each."""
     if planes == "auto":
         planes = "all" if image.ndim == 3 and is_isotropic(voxel_size) else "xy"
     if planes not in ("xy", "all"):
@@ -206,13 +239,10 @@ def prepare_training_data(image, labels, *, class_names: Sequence[str] | None = 
     if planes == "all" and image.ndim == 3:
         views += [(img3.transpose(1, 0, 2), tgt3.transpose(1, 0, 2), "xz"),
                   (img3.transpose(2, 0, 1), tgt3.transpose(2, 0, 1), "yz")]
-    slice_weights = []
     ann3 = annotated[None] if image.ndim == 2 else annotated
-    for _, _, plane in views:
-        axes = {"xy": (1, 2), "xz": (0, 2), "yz": (0, 1)}[plane]
-        slice_weights.append(ann3.sum(axis=axes).astype(np.float64))
-    return TrainingData(views=views, classes=classes, value_map=value_map, fractions=fractions,
-                        n_annotated=n_annotated, warnings=warnings, slice_weights=slice_weights)
+    slice_weights = [ann3.sum(axis={"xy": (1, 2), "xz": (0, 2), "yz": (0, 1)}[plane]).astype(np.float64)
+                     for _, _, plane in views]
+    return views, slice_weights
 
 
 def class_weights(fractions: Sequence[float]) -> list[float]:
