@@ -122,6 +122,18 @@ def test_other_bad_input():
         next(finetune(img, lab, iterations=0, device="cpu"))
 
 
+def test_finetune_config_checks_its_settings_once():
+    from napari_cem.train import FinetuneConfig
+
+    assert FinetuneConfig(iterations="7", batch_size=4.0).iterations == 7  # the widget's numbers
+    for bad, match in [({"crop_size": 100}, "multiple of 32"), ({"iterations": 0}, "iterations"),
+                       ({"batch_size": 0}, "batch size"), ({"freeze": "all"}, "freeze"),
+                       ({"random_crop_fraction": 1.5}, "random_crop_fraction"),
+                       ({"structure_crop_fraction": -0.1}, "structure_crop_fraction")]:
+        with pytest.raises(ValueError, match=match):
+            FinetuneConfig(**bad)
+
+
 def test_class_weights_follow_spec():
     assert class_weights([0.8, 0.05, 0.15]) == [0.1, 3.0, 1.0]
 
@@ -146,6 +158,18 @@ def test_loss_ignores_unannotated_pixels(n_out):
 
 
 # -- training --------------------------------------------------------------------------------------
+def test_a_config_with_keyword_overrides(sample):
+    from napari_cem.train import FinetuneConfig
+
+    labels = (sample.labels == 2).astype(np.uint8)
+    config = FinetuneConfig(iterations=40, crop_size=64, batch_size=2, device="cpu", seed=3)
+    bundle = run_finetune(sample.image, labels, config, classes=["mito"], complete_slices=True,
+                          iterations=2)  # a keyword overrides the config's field
+    t = bundle.training
+    assert t["iterations"] == t["iterations_planned"] == 2 and t["seed"] == 3 and t["crop_size"] == 64
+    assert config.iterations == 40  # the config itself is unchanged (frozen)
+
+
 def test_stop_mid_training_keeps_a_loadable_bundle(sample, tmp_path):
     labels = (sample.labels == 2).astype(np.uint8)
     steps = []

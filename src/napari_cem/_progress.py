@@ -4,7 +4,7 @@ Every long core job (hashing, grouping, exporting, features, segmenting, evaluat
 downloading, fine-tuning, pre-training) calls it with a count that moves and a short stage
 name, optionally followed by details after a comma ("hashing", "epoch 3 / 10, loss
 3.210"). The command line draws it
-with one tqdm adapter (``_terminal.progress_callback``), the dock widgets with one
+with one tqdm adapter (``cli.progress_callback``), the dock widgets with one
 progress row (``_widgets/_jobs``); :class:`Throttled` keeps either from being flooded.
 """
 

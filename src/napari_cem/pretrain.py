@@ -21,7 +21,7 @@ Checkpoints are written atomically after every epoch in the released CEM500K lay
 takes ours and theirs alike. Every epoch's randomness is seeded from (seed, epoch, rank), so
 ``resume`` continues bit for bit.
 
-Run on many GPUs with ``torchrun --nproc_per_node=N -m napari_cem.pretrain PATCH_DIR -o OUT``
+Run on many GPUs with ``torchrun --nproc_per_node=N -m napari_cem.cli pretrain PATCH_DIR -o OUT``
 (DistributedDataParallel, shuffled BatchNorm for the key encoder, the queue filled from all
 ranks).
 """
@@ -52,7 +52,7 @@ __all__ = [
     "augment_views",
     "pretrain",
     "load_pretrain_checkpoint",
-    "main",
+    "in_words",
 ]
 
 
@@ -700,104 +700,9 @@ def _append_log(path: Path, log: EpochLog) -> None:
 # ------------------------------------------------------------------------------ CLI
 
 
-def add_arguments(p) -> None:
-    """The options of ``napari-cem pretrain`` and ``python -m napari_cem.pretrain``."""
-    from ._argtypes import float_in, int_at_least
-
-    d = PretrainConfig()
-    p.add_argument("patch_dir", metavar="PATCH_DIR",
-                   help="folder of 2D patches (a curate export, or any folder of images)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT",
-                   help="folder for checkpoint.pth.tar (every epoch) and log.csv")
-    p.add_argument("--epochs", type=int_at_least(1), default=d.epochs, help=f"default {d.epochs}")
-    p.add_argument("--batch", type=int_at_least(2), default=d.batch_size,
-                   help=f"total batch over all GPUs (default {d.batch_size})")
-    p.add_argument("--lr", type=float_in(0, 10, low_open=True), default=d.lr, help=f"default {d.lr}")
-    p.add_argument("--queue", type=int_at_least(1), default=d.queue_size, help=f"default {d.queue_size}")
-    p.add_argument("--arch", default=d.arch, choices=["resnet50", "resnet34", "resnet18"],
-                   help="encoder (default resnet50, as CEM500K)")
-    p.add_argument("--crop", type=int_at_least(32), default=d.crop, help=f"view size (default {d.crop})")
-    p.add_argument("--seed", type=int_at_least(0), default=d.seed)
-    p.add_argument("--max-minutes", type=float_in(0, low_open=True), default=None,
-                   help="stop after the epoch that passes this wall time (a GPU-time budget)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pth.tar")
-    p.add_argument("--device", default="auto", help="auto (CUDA, MPS, CPU), cuda, mps or cpu")
-    p.add_argument("--amp", default=d.amp, choices=["auto", "on", "off"],
-                   help="mixed precision (default auto: on CUDA and on CPUs with native bf16)")
-
-
-def config_from_args(args) -> PretrainConfig:
-    return PretrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr,
-                          queue_size=args.queue, arch=args.arch, crop=args.crop, seed=args.seed,
-                          max_minutes=args.max_minutes, amp=args.amp)
-
-
-CLI_NAMES = {"batch_size": "--batch", "queue_size": "--queue", "resume": "--resume"}
-
-
 def in_words(message: str, names: dict[str, str]) -> str:
     """*message* with the config fields it names (``batch_size``, ...) said as *names* does:
     the CLI's options, or the widget's field labels."""
     import re
 
     return re.sub(r"\b(" + "|".join(map(re.escape, names)) + r")\b", lambda m: names[m.group(1)], message)
-
-
-def run_from_args(args, echo=print) -> int:
-    """Run with a progress bar on rank 0; returns an exit code."""
-    from ._outputs import check_writable_folder
-
-    config = config_from_args(args)
-    check_writable_folder(args.output)  # before reading a single patch
-    rank, _ = _world()
-    from ._terminal import progress_bar, progress_callback
-
-    bar = progress_bar(total=0, unit="it", desc="pretrain", disable=rank != 0)
-    progress = progress_callback(bar, "pretrain")
-    try:
-        for log in pretrain(args.patch_dir, args.output, config, device=args.device,
-                            resume=args.resume, progress=progress):
-            if rank == 0:
-                bar.write(f"epoch {log.epoch}: loss {log.loss:.4f}, accuracy {log.accuracy:.3f}, "
-                          f"{log.images_per_s:.0f} images/s")
-    except ValueError as exc:
-        raise ValueError(in_words(str(exc), CLI_NAMES)) from None
-    finally:
-        bar.close()
-    if rank == 0:
-        echo(f"checkpoint: {Path(args.output) / CHECKPOINT_NAME}")
-    return 0
-
-
-def main(argv=None) -> int:
-    """Entry point of ``torchrun --nproc_per_node=N -m napari_cem.pretrain ...``."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m napari_cem.pretrain",
-                                     description="MoCoV2 pre-training (one process per GPU).")
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    if distributed:
-        import torch
-        import torch.distributed as dist
-
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if torch.cuda.is_available():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend)
-    try:
-        return run_from_args(args)
-    except ValueError as exc:
-        print(f"napari_cem.pretrain: error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        if distributed:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -363,9 +363,20 @@ class _World:
         cells = np.flatnonzero(self.inner & ~self.resin)
         if mito_density <= 0 or len(cells) == 0:
             return []
+        n_c, n_a, n_s = 10, 8, 6  # centre candidates, axes, samples per half axis
+        draws = self._mito_draws(cells, mito_density, n_c, n_a)
+        if not draws:
+            return []
+        picks = self._mito_centres(draws, n_c)
+        if not picks:
+            return []
+        return self._mito_axes(picks, n_a, n_s)
+
+    def _mito_draws(self, cells, mito_density, n_c: int, n_a: int) -> list:
+        """Per cell (its own random stream): how many mitochondria, their candidate centres,
+        radii, wanted half lengths and candidate axes."""
         size = self.size[cells]
         mean_v = _MEAN_CELL_RADIUS**3
-        n_c, n_a, n_s = 10, 8, 6  # centre candidates, axes, samples per half axis
         draws = []
         for c, sz in zip(cells, size):
             rng = self._rng(2, c)
@@ -382,10 +393,11 @@ class _World:
             ax = rng.normal(size=(n, n_a, 3))
             ax /= np.sqrt((ax * ax).sum(-1, keepdims=True))
             draws.append((int(c), self.seeds[c] + off, rad, length, ax))
-        if not draws:
-            return []
-        # phase 1: per cell, in turn, the roomiest centre candidate that keeps
-        # clear of the mitochondria already chosen
+        return draws
+
+    def _mito_centres(self, draws, n_c: int) -> list:
+        """Phase 1: per cell, in turn, the roomiest centre candidate that keeps clear of the
+        mitochondria already chosen."""
         host, f, _ = self.locate(np.concatenate([d[1].reshape(-1, 3) for d in draws]))
         pos = 0
         picks = []
@@ -415,9 +427,11 @@ class _World:
                         break
             if sel.any():
                 picks.append((c, best_c[sel], best_r[sel], length[sel], ax[sel]))
-        if not picks:
-            return []
-        # phase 2: room along candidate axes
+        return picks
+
+    def _mito_axes(self, picks, n_a: int, n_s: int) -> list:
+        """Phase 2: the axis with the most room along it, shortened until it clears the
+        mitochondria already placed."""
         ts = np.arange(1, n_s + 1) / n_s
         pts = []
         for c, cen, r, length, ax in picks:
@@ -456,44 +470,13 @@ class _World:
     def _make_vesicles(self):
         """Synaptic vesicle clusters next to the plasma membrane (with a
         postsynaptic density across it) and single larger vesicles."""
-        from scipy.spatial import cKDTree
-
         cells = np.flatnonzero(self.inner & ~self.resin & ~self.dark)
         mitos_of: dict[int, list] = {}
         for m in self.mitos:
             mitos_of.setdefault(m["cell"], []).append(m)
         n_cc = 16
-        draws = []
-        for c in cells:
-            rng = self._rng(4, c)
-            sz = self.size[c]
-            has_cluster = bool(rng.random() < _CLUSTER_P) and sz > 150.0
-            pc = rng.normal(size=(n_cc, 3))
-            pc *= (sz * rng.uniform(0.5, 1.5, n_cc) / np.sqrt((pc * pc).sum(1)))[:, None]
-            pc += self.seeds[c]
-            rc = rng.uniform(140.0, 270.0)
-            nv = int(1.2 * (rc / 23.5) ** 3)
-            vr = rng.uniform(19.0, 28.0, nv)
-            vd = rng.normal(size=(nv, 3))
-            vd *= (rc * rng.random(nv) ** (1 / 3) / np.sqrt((vd * vd).sum(1)))[:, None]
-            nb = int(rng.poisson(_BIG_VESICLES * min((sz / _MEAN_CELL_RADIUS) ** 3, 4.0)))
-            bp = rng.normal(size=(nb, 3))
-            bp *= (sz * rng.uniform(0.0, 1.3, nb) / np.sqrt((bp * bp).sum(1)))[:, None]
-            bp += self.seeds[c]
-            br = rng.uniform(32.0, 58.0, nb)
-            draws.append((int(c), has_cluster, pc, rc, vr, vd, bp, br))
-        # cluster centres: inside the cell, close to its plasma membrane
-        cl = [d for d in draws if d[1]]
-        centres, psds = {}, []
-        if cl:
-            host, f, nrm = self.locate(np.concatenate([d[2] for d in cl]))
-            for j, d in enumerate(cl):
-                sl = slice(n_cc * j, n_cc * (j + 1))
-                good = np.flatnonzero((host[sl] == d[0]) & (f[sl] > 0.45 * d[3]) & (f[sl] < 0.8 * d[3]))
-                if len(good):
-                    g = good[0]
-                    centres[d[0]] = d[2][g]
-                    psds.append(dict(cell=d[0], p=d[2][g] + nrm[sl][g] * f[sl][g], r=0.6 * d[3]))
+        draws = self._vesicle_draws(cells, n_cc)
+        centres, psds = self._cluster_centres(draws, n_cc)
         cand_c, cand_r, owner = [], [], []
         for c, _, _, _, vr, vd, bp, br in draws:
             if c in centres:
@@ -520,29 +503,77 @@ class _World:
                 u = np.clip(rel @ m["a"], -m["h"], m["h"])
                 dd = np.sqrt(((rel - u[:, None] * m["a"]) ** 2).sum(1))
                 ok[sel] &= dd >= m["r"] + rad[sel] + 15.0
-        # greedy non-overlap in candidate order (per cell, via pair search)
-        idx = np.flatnonzero(ok)
-        keep = np.zeros(len(pts), bool)
-        if len(idx):
-            sub, srad, sown = pts[idx], rad[idx], own[idx]
-            pairs = cKDTree(sub).query_pairs(2.0 * float(srad.max()) + 4.0, output_type="ndarray")
-            if len(pairs):
-                i0, i1 = pairs.min(1), pairs.max(1)
-                dd = np.sqrt(((sub[i0] - sub[i1]) ** 2).sum(1))
-                bad = (dd < srad[i0] + srad[i1] + 4.0) & (sown[i0] == sown[i1])
-                i0, i1 = i0[bad], i1[bad]
-                order = np.lexsort((i0, i1))
-                i0, i1 = i0[order], i1[order]
-            else:
-                i0 = i1 = np.zeros(0, np.int64)
-            starts = np.searchsorted(i1, np.arange(len(idx) + 1))
-            kept = np.zeros(len(idx), bool)
-            for i in range(len(idx)):
-                s0, s1 = starts[i], starts[i + 1]
-                if s0 == s1 or not kept[i0[s0:s1]].any():
-                    kept[i] = True
-            keep[idx[kept]] = True
+        keep = _first_without_overlap(pts, rad, own, ok)
         return (pts[keep], rad[keep]), psds
+
+    def _vesicle_draws(self, cells, n_cc: int) -> list:
+        """Per cell (its own random stream): whether it has a cluster, candidate cluster
+        centres, the cluster's radius and vesicles, and its single large vesicles."""
+        draws = []
+        for c in cells:
+            rng = self._rng(4, c)
+            sz = self.size[c]
+            has_cluster = bool(rng.random() < _CLUSTER_P) and sz > 150.0
+            pc = rng.normal(size=(n_cc, 3))
+            pc *= (sz * rng.uniform(0.5, 1.5, n_cc) / np.sqrt((pc * pc).sum(1)))[:, None]
+            pc += self.seeds[c]
+            rc = rng.uniform(140.0, 270.0)
+            nv = int(1.2 * (rc / 23.5) ** 3)
+            vr = rng.uniform(19.0, 28.0, nv)
+            vd = rng.normal(size=(nv, 3))
+            vd *= (rc * rng.random(nv) ** (1 / 3) / np.sqrt((vd * vd).sum(1)))[:, None]
+            nb = int(rng.poisson(_BIG_VESICLES * min((sz / _MEAN_CELL_RADIUS) ** 3, 4.0)))
+            bp = rng.normal(size=(nb, 3))
+            bp *= (sz * rng.uniform(0.0, 1.3, nb) / np.sqrt((bp * bp).sum(1)))[:, None]
+            bp += self.seeds[c]
+            br = rng.uniform(32.0, 58.0, nb)
+            draws.append((int(c), has_cluster, pc, rc, vr, vd, bp, br))
+        return draws
+
+    def _cluster_centres(self, draws, n_cc: int):
+        """({cell: cluster centre}, postsynaptic densities): the first candidate inside the
+        cell, close to its plasma membrane, and the density across the membrane from it."""
+        cl = [d for d in draws if d[1]]
+        centres, psds = {}, []
+        if cl:
+            host, f, nrm = self.locate(np.concatenate([d[2] for d in cl]))
+            for j, d in enumerate(cl):
+                sl = slice(n_cc * j, n_cc * (j + 1))
+                good = np.flatnonzero((host[sl] == d[0]) & (f[sl] > 0.45 * d[3]) & (f[sl] < 0.8 * d[3]))
+                if len(good):
+                    g = good[0]
+                    centres[d[0]] = d[2][g]
+                    psds.append(dict(cell=d[0], p=d[2][g] + nrm[sl][g] * f[sl][g], r=0.6 * d[3]))
+        return centres, psds
+
+
+def _first_without_overlap(pts, rad, own, ok) -> np.ndarray:
+    """Greedy non-overlap in candidate order (per cell, via a pair search): the vesicles
+    kept among those *ok*."""
+    from scipy.spatial import cKDTree
+
+    idx = np.flatnonzero(ok)
+    keep = np.zeros(len(pts), bool)
+    if len(idx):
+        sub, srad, sown = pts[idx], rad[idx], own[idx]
+        pairs = cKDTree(sub).query_pairs(2.0 * float(srad.max()) + 4.0, output_type="ndarray")
+        if len(pairs):
+            i0, i1 = pairs.min(1), pairs.max(1)
+            dd = np.sqrt(((sub[i0] - sub[i1]) ** 2).sum(1))
+            bad = (dd < srad[i0] + srad[i1] + 4.0) & (sown[i0] == sown[i1])
+            i0, i1 = i0[bad], i1[bad]
+            order = np.lexsort((i0, i1))
+            i0, i1 = i0[order], i1[order]
+        else:
+            i0 = i1 = np.zeros(0, np.int64)
+        starts = np.searchsorted(i1, np.arange(len(idx) + 1))
+        kept = np.zeros(len(idx), bool)
+        for i in range(len(idx)):
+            s0, s1 = starts[i], starts[i + 1]
+            if s0 == s1 or not kept[i0[s0:s1]].any():
+                kept[i] = True
+        keep[idx[kept]] = True
+    return keep
 
 
 # ----------------------------------------------------------------------------

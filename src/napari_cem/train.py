@@ -718,9 +718,10 @@ def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, second
                        encoder=run.encoder_info, training=training)
 
 
-def run_finetune(image, labels, callback: Callable[[TrainProgress], None] | None = None, **kwargs):
+def run_finetune(image, labels, config: FinetuneConfig | None = None,
+                 callback: Callable[[TrainProgress], None] | None = None, **kwargs):
     """Drive ``finetune`` to the end; *callback(progress)* after every iteration."""
-    gen = finetune(image, labels, **kwargs)
+    gen = finetune(image, labels, config, **kwargs)
     while True:
         try:
             progress = next(gen)

@@ -29,7 +29,11 @@ class DeviceLine:
         self._again = False
         self.jobs = JobRunner(name="Finding the compute device")
         choice.changed.connect(lambda _value=None: self.refresh())
-        self.refresh()
+        label.value = "finding the compute device ..."
+        # once the widget is drawn: the torch import this starts slows the widget's own set-up
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(300, self.refresh)
 
     @property
     def ready(self) -> bool:
@@ -40,8 +44,12 @@ class DeviceLine:
             self._again = True  # asked again meanwhile: look once more when this one ends
             return
         self.device_type = None
-        self.label.value = "finding the compute device ..."
-        self.jobs.start(_find_device, self.choice.value, on_result=self._show, then=self._next)
+        try:
+            self.label.value = "finding the compute device ..."
+            choice = self.choice.value
+        except RuntimeError:  # the widget was closed before its first look: nothing to do
+            return
+        self.jobs.start(_find_device, choice, on_result=self._show, then=self._next)
 
     def _show(self, found) -> None:
         self.device_type, text = found

@@ -27,6 +27,7 @@ from ._common import (
     output_problem,
     preload_labels_display,
     preload_torch_stack,
+    preload_torch_stack_soon,
     scroll_inside,
     text_label,
     wait_for_torch_stack,
@@ -100,10 +101,6 @@ class FinetuneWidget(JobWidget):
     """Fine-tune a frozen-encoder U-Net on painted labels; the result becomes the active model."""
 
     def __init__(self, napari_viewer):
-        from ..device import DEVICE_CHOICES
-        from ..train import FREEZE_CHOICES
-        from ..weights import KNOWN_WEIGHTS
-
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)
         self.bundle = None
@@ -112,6 +109,33 @@ class FinetuneWidget(JobWidget):
         self._training_layer = None
         self._training = False  # a training job (not a download) is running
         self._pretrained: dict[str, Path] = {}  # Weights label -> checkpoint of Pre-train encoder
+        super().__init__(widgets=self._make_controls())
+        self.curve = LossCurve()
+        self.native.layout().addWidget(self.curve)
+        scroll_inside(self)
+
+        # RuntimeError too: what torch raises for a device out of memory or a broken CUDA set-up
+        self.jobs = JobRunner(self.progress, name="Fine-tuning", on_running=self._set_running,
+                              user_errors=USER_ERRORS + (RuntimeError,))
+        self.previewing = JobRunner(name="The preview")  # after training: quick, no progress row
+        self.start_button.changed.connect(lambda: self.start())
+        self.preview_button.changed.connect(lambda: self.preview())
+        self.download_button.changed.connect(lambda: self.download())
+        self.weights.changed.connect(self._on_weights)
+        preload_torch_stack_soon()  # seconds of imports, off the UI thread
+        preload_labels_display()  # the preview's Labels layer then appears without a stall
+        self.state.on_pretrained_weights(self._on_pretrained)
+        self._on_pretrained(self.state, select=False)
+        self.viewer.layers.events.inserted.connect(self._refresh_choices)
+        self.viewer.layers.events.removed.connect(self._refresh_choices)
+        self.device_line = DeviceLine(self.device_info, self.device)
+        self._on_weights()
+
+    def _make_controls(self) -> list:
+        """The widget's rows, top to bottom (also set as attributes of the same names)."""
+        from ..device import DEVICE_CHOICES
+        from ..train import FREEZE_CHOICES
+        from ..weights import KNOWN_WEIGHTS
 
         self.image = ComboBox(label="Image", choices=lambda _w=None: image_choices(self.viewer),
                               tooltip="The EM image or volume (8-bit) to learn from.")
@@ -158,32 +182,12 @@ class FinetuneWidget(JobWidget):
         self.progress = ProgressRow(stop_text="Stop")
         self.preview_button = PushButton(text="Preview current slice", enabled=False)
         self.result = text_label("No model trained yet.")
-        super().__init__(widgets=[
+        return [
             self.image, self.labels_layer, self.rois, self.class_names, self.background, self.complete,
             self.weights, self.weights_file, self.download_button, self.iterations, self.crop,
-            self.batch, self.augment, self.device, self.device_info, self.freeze, self.save_to, self.start_button,
-            self.progress, self.preview_button, self.result,
-        ])
-        self.curve = LossCurve()
-        self.native.layout().addWidget(self.curve)
-        scroll_inside(self)
-
-        # RuntimeError too: what torch raises for a device out of memory or a broken CUDA set-up
-        self.jobs = JobRunner(self.progress, name="Fine-tuning", on_running=self._set_running,
-                              user_errors=USER_ERRORS + (RuntimeError,))
-        self.previewing = JobRunner(name="The preview")  # after training: quick, no progress row
-        self.start_button.changed.connect(lambda: self.start())
-        self.preview_button.changed.connect(lambda: self.preview())
-        self.download_button.changed.connect(lambda: self.download())
-        self.weights.changed.connect(self._on_weights)
-        preload_torch_stack()  # seconds of imports, off the UI thread
-        preload_labels_display()  # the preview's Labels layer then appears without a stall
-        self.state.on_pretrained_weights(self._on_pretrained)
-        self._on_pretrained(self.state, select=False)
-        self.viewer.layers.events.inserted.connect(self._refresh_choices)
-        self.viewer.layers.events.removed.connect(self._refresh_choices)
-        self.device_line = DeviceLine(self.device_info, self.device)
-        self._on_weights()
+            self.batch, self.augment, self.device, self.device_info, self.freeze, self.save_to,
+            self.start_button, self.progress, self.preview_button, self.result,
+        ]
 
     # -- choices ----------------------------------------------------------------------------
     def _labels_choices(self, _widget=None):

@@ -21,7 +21,7 @@ from ._common import (
     ProgressRow,
     notify_error,
     notify_info,
-    preload_torch_stack,
+    preload_torch_stack_soon,
     scroll_inside,
     text_label,
     wait_for_torch_stack,
@@ -107,7 +107,7 @@ class PretrainWidget(JobWidget):
         self.patches.changed.connect(self._on_patches)
         self.batch.changed.connect(self._update_note)
         self.queue.changed.connect(self._update_note)
-        preload_torch_stack()  # seconds of imports, off the UI thread
+        preload_torch_stack_soon()  # seconds of imports, off the UI thread
         self.device_line = DeviceLine(self.device_info, self.device, on_found=self._update_note)
 
     # -- controls ---------------------------------------------------------------------------

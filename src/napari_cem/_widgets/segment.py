@@ -19,7 +19,7 @@ from ._common import (
     notify_info,
     notify_warning,
     preload_labels_display,
-    preload_torch_stack,
+    preload_torch_stack_soon,
     scroll_inside,
     text_label,
     wait_for_torch_stack,
@@ -37,7 +37,7 @@ class SegmentWidget(JobWidget):
     def __init__(self, napari_viewer):
         # seconds of imports, in background threads: the workers wait for torch, and the
         # first Labels layer appears without napari importing pandas on the UI thread
-        preload_torch_stack()
+        preload_torch_stack_soon()
         preload_labels_display()
         self.viewer = napari_viewer
         self.state = state_for(napari_viewer)

@@ -102,70 +102,23 @@ def standardize(
     lazy = is_dask(arr)
     if not lazy:
         arr = np.asarray(arr)
-    source_dtype = np.dtype(arr.dtype)
-    if source_dtype.kind not in "biuf":
-        raise VolumeError(
-            f"The pixel values are of type '{source_dtype}', which is not a grey level "
-            "(complex or text data); napari-cem cannot show it as an EM image."
-        )
+    source_dtype = _check_grey(arr)
     if rgb is None:
         rgb = looks_rgb(arr.shape)
     if rgb:
         arr = rgb_to_gray(arr)
     if arr.size == 0:
         raise VolumeError("The image is empty (0 pixels): there is nothing to load.")
-
-    rng = np.random.default_rng(seed)
-    if lazy and source is None and np.dtype(arr.dtype) == np.uint8:
-        stats = {"vmin": 0.0, "vmax": 255.0, "nonfinite": 0, "finite": int(arr.size),
-                 "plow": 0.0, "phigh": 255.0, "sampled_voxels": 0}
-    elif lazy:
-        stats = _dask_stats(arr, (low_p, high_p), max_sample_chunks, max_sample_voxels, rng, source)
-    else:
-        stats = _numpy_stats(arr, (low_p, high_p), max_sample_voxels, rng)
-    warnings: list[str] = []
-    if stats["finite"] == 0:
-        raise VolumeError(
-            "Every value in this image is NaN (not a number) or infinite, so there is no "
-            "picture in it. The file may be damaged or saved from a failed computation."
-        )
-    if stats["nonfinite"]:
-        where = "Some of the sampled values" if lazy else f"{stats['nonfinite']:,} values"
-        keep = " were kept as they are" if mode == "none" else " are shown as 0 (black)"
-        warnings.append(
-            f"{where} in this image are NaN (not a number) or infinite; they{keep}."
-        )
+    stats = _stats(arr, lazy, (low_p, high_p), max_sample_chunks, max_sample_voxels, seed, source)
+    warnings = _value_warnings(stats, lazy, mode)
     vmin, vmax = stats["vmin"], stats["vmax"]
-
     window = None
     if mode == "none":
         out = _mirror(arr, vmin, vmax) if invert else arr
     else:
-        dtype = np.dtype(arr.dtype)
-        if dtype == np.uint8:
-            window = (0.0, 255.0)
-        elif mode == "dtype-max":
-            window = (0.0, dtype_max(dtype))
-            if vmin < 0:
-                warnings.append(
-                    "The image has negative values; 'dtype-max' standardisation (as in the "
-                    "original CEM500K code) shows them as black. Use 'percentile' to keep them."
-                )
-        else:
-            lo, hi = stats["plow"], stats["phigh"]
-            if not hi > lo:  # a spike at one value (e.g. padding) swallows the percentiles
-                lo, hi = vmin, vmax
-            if not hi > lo:
-                warnings.append(
-                    "The image has a single grey value everywhere; it is shown as black."
-                )
-            window = (float(lo), float(hi))
+        window = _window(np.dtype(arr.dtype), mode, stats, warnings)
         params = dict(mode=mode, lo=window[0], hi=window[1], invert=bool(invert))
-        if lazy:
-            out = arr.map_blocks(_convert_block, dtype=np.uint8, **params)
-        else:
-            out = _apply_in_slabs(arr, params)
-
+        out = arr.map_blocks(_convert_block, dtype=np.uint8, **params) if lazy else _apply_in_slabs(arr, params)
     info = {
         "mode": mode,
         "percentiles": (low_p, high_p) if mode == "percentile" else None,
@@ -183,6 +136,68 @@ def standardize(
         "warnings": warnings,
     }
     return out, info
+
+
+def _check_grey(arr) -> np.dtype:
+    """The pixel type, refused when it is not a number (complex or text data)."""
+    source_dtype = np.dtype(arr.dtype)
+    if source_dtype.kind not in "biuf":
+        raise VolumeError(
+            f"The pixel values are of type '{source_dtype}', which is not a grey level "
+            "(complex or text data); napari-cem cannot show it as an EM image."
+        )
+    return source_dtype
+
+
+def _stats(arr, lazy: bool, percentiles, max_sample_chunks, max_sample_voxels, seed, source) -> dict:
+    """Value range, percentiles and non-finite count: exact for numpy, sampled for dask;
+    lazy uint8 without a source view is not sampled (it is never rescaled)."""
+    rng = np.random.default_rng(seed)
+    if lazy and source is None and np.dtype(arr.dtype) == np.uint8:
+        return {"vmin": 0.0, "vmax": 255.0, "nonfinite": 0, "finite": int(arr.size),
+                "plow": 0.0, "phigh": 255.0, "sampled_voxels": 0}
+    if lazy:
+        return _dask_stats(arr, percentiles, max_sample_chunks, max_sample_voxels, rng, source)
+    return _numpy_stats(arr, percentiles, max_sample_voxels, rng)
+
+
+def _value_warnings(stats: dict, lazy: bool, mode: str) -> list[str]:
+    """Refuse an image of only NaN/inf; say how non-finite values are shown."""
+    if stats["finite"] == 0:
+        raise VolumeError(
+            "Every value in this image is NaN (not a number) or infinite, so there is no "
+            "picture in it. The file may be damaged or saved from a failed computation."
+        )
+    warnings: list[str] = []
+    if stats["nonfinite"]:
+        where = "Some of the sampled values" if lazy else f"{stats['nonfinite']:,} values"
+        keep = " were kept as they are" if mode == "none" else " are shown as 0 (black)"
+        warnings.append(
+            f"{where} in this image are NaN (not a number) or infinite; they{keep}."
+        )
+    return warnings
+
+
+def _window(dtype: np.dtype, mode: str, stats: dict, warnings: list[str]) -> tuple[float, float]:
+    """The value range mapped to 0..255 (uint8 is never rescaled); notes go to *warnings*."""
+    vmin, vmax = stats["vmin"], stats["vmax"]
+    if dtype == np.uint8:
+        return (0.0, 255.0)
+    if mode == "dtype-max":
+        if vmin < 0:
+            warnings.append(
+                "The image has negative values; 'dtype-max' standardisation (as in the "
+                "original CEM500K code) shows them as black. Use 'percentile' to keep them."
+            )
+        return (0.0, dtype_max(dtype))
+    lo, hi = stats["plow"], stats["phigh"]
+    if not hi > lo:  # a spike at one value (e.g. padding) swallows the percentiles
+        lo, hi = vmin, vmax
+    if not hi > lo:
+        warnings.append(
+            "The image has a single grey value everywhere; it is shown as black."
+        )
+    return (float(lo), float(hi))
 
 
 # --------------------------------------------------------------------------------------

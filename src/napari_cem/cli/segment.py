@@ -1,0 +1,108 @@
+"""``napari-cem segment``: a whole volume with a fine-tuned model into a labels file."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .._argtypes import float_in, int_at_least
+from .._outputs import check_writable_file, check_writable_folder
+from . import CLIError, command, progress_bar, progress_callback
+from ._common import _axis_options, _read, _save
+
+
+def _segment_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL", help="a napari-cem model bundle (.pt) made by fine-tuning")
+    p.add_argument("input", metavar="INPUT", help="the EM volume or image (any format napari-cem reads)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="labels file: a TIFF (default), or a zarr store with --zarr")
+    p.add_argument("--mode", choices=["stack", "orthoplane"], default="stack",
+                   help="stack: every xy slice (default); orthoplane: xy, xz and yz averaged "
+                        "(near-isotropic volumes)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cuda, mps or cpu")
+    p.add_argument("--zarr", action="store_true",
+                   help="write a zarr store slab by slab (volumes larger than memory); rerunning "
+                        "the same command resumes an interrupted run")
+    p.add_argument("--threshold", type=float_in(0, 1), default=0.5,
+                   help="probability above which a voxel is the structure (one-structure models; default 0.5)")
+    p.add_argument("--probabilities", action="store_true",
+                   help="also write the confidences (uint8, 255 = 1): OUT_prob.tif, or inside the zarr store")
+    p.add_argument("--tile", type=int_at_least(32), default=1024,
+                   help="largest slice side predicted at once (default 1024)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=None,
+                   help="slices per forward pass (default: per device)")
+    p.add_argument("--standardize", choices=["percentile", "dtype-max", "none"], default="percentile",
+                   help="how a non-8-bit input becomes 8-bit (as in 'inspect'; default percentile)")
+    _axis_options(p)
+
+
+@command("segment", "segment a whole volume with a fine-tuned model (2D stack or orthoplane) into labels",
+         _segment_args)
+def run_segment(args: argparse.Namespace) -> int:
+    import json
+    import warnings
+
+    from ..infer import segment
+    from ..io.labels import label_counts, write_labels_tiff
+    from ..model import load_bundle
+
+    model_path, out = Path(args.model), Path(args.output)
+    if not model_path.is_file():
+        raise CLIError(f"model file not found: {model_path}")
+    if not Path(args.input).exists() and not any(c in args.input for c in "*?["):
+        raise CLIError(f"input not found: {args.input}")
+    if args.zarr and out.exists() and not out.is_dir():
+        raise CLIError(f"output '{out}' exists and is not a zarr store (a folder)")
+    if not args.zarr and out.is_dir():
+        raise CLIError(f"output '{out}' is a folder; give a .tif file name, or add --zarr")
+    if args.zarr:
+        check_writable_folder(out if out.exists() else out.parent, "zarr store's folder")
+    else:
+        check_writable_file(out)
+    try:
+        bundle = load_bundle(model_path)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    volume, meta = _read(args.input, args, "segment", standardize_mode=args.standardize)
+    bar = progress_bar(total=0, unit="slice", desc="segment")
+
+    progress = progress_callback(bar, "segment")
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = segment(volume, bundle, mode=args.mode, threshold=args.threshold, tile=args.tile,
+                             batch_size=args.batch_size, device=args.device,
+                             out=out if args.zarr else None, keep_probabilities=args.probabilities,
+                             voxel_size=meta.voxel_size, progress=progress)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    finally:
+        bar.close()
+    for w in caught:
+        if issubclass(w.category, (UserWarning, RuntimeWarning)):
+            print(f"napari-cem segment: warning: {w.message}", file=sys.stderr)
+    info = {"classes": result.classes, "source": meta.source, "voxel_size": meta.voxel_size,
+            **{k: result.metadata.get(k) for k in ("mode", "threshold", "precision", "device")}}
+    written, code = [out], 0
+    if not args.zarr:
+        saved, code = _save(lambda p: write_labels_tiff(p, result.labels, meta.voxel_size, info),
+                            out, "segment")
+        written = [saved]
+        if result.probabilities is not None:
+            prob_path = saved.with_name(saved.name.split(".")[0] + "_prob.tif")
+            saved, rescued = _save(lambda p: write_labels_tiff(
+                p, result.probabilities, meta.voxel_size, {**info, "probabilities": "uint8, 255 = 1.0"}),
+                prob_path, "segment")
+            written.append(saved)
+            code = max(code, rescued)
+    labels = result.labels
+    counts = label_counts(labels, len(result.classes))
+    total = max(int(sum(counts)), 1)
+    fractions = ", ".join(f"{name} {100 * c / total:.1f} %" for name, c in zip(result.classes, counts))
+    print(f"{' x '.join(str(s) for s in labels.shape)} voxels segmented ({args.mode}, "
+          f"{result.metadata['precision']} on {result.metadata['device']}) in "
+          f"{result.metadata['seconds']:.1f} s: {fractions}")
+    print(f"written: {', '.join(str(p) for p in written)}  (classes: {json.dumps(result.classes)})")
+    return code
