@@ -53,26 +53,29 @@ _TORCH_LIBRARIES = ("c10", "torch_cpu", "torch", "torch_python")
 def _load_torch_libraries() -> None:
     """Load torch's native libraries (and, through them, CUDA's) before ``import torch``.
 
-    ``ctypes`` lets the other threads run while a library loads; ``import torch`` loading
-    the same libraries holds the interpreter lock for it, and the viewer stalled ~0.3 s (of
-    ~0.5-0.6 s in all). torch then finds them loaded. Anything unexpected (another layout,
-    another platform) simply leaves the loading to ``import torch``.
+    The C library's ``dlopen`` called through ctypes lets the other threads run while a
+    library loads (ctypes releases the interpreter lock around foreign calls); ``import
+    torch`` loading the same libraries holds the lock, and the viewer froze ~0.25 s for
+    libtorch_cpu alone. torch then finds them loaded. Anything unexpected (another layout,
+    no ``dlopen`` as on Windows) leaves the loading to ``import torch``.
     """
     import ctypes
     import importlib.util
+    import os
     from pathlib import Path
 
     spec = importlib.util.find_spec("torch")
+    try:
+        dlopen = ctypes.CDLL(None).dlopen
+    except (OSError, AttributeError, TypeError):
+        return
     if spec is None or spec.origin is None:
         return
+    dlopen.argtypes, dlopen.restype = [ctypes.c_char_p, ctypes.c_int], ctypes.c_void_p
     folder = Path(spec.origin).parent / "lib"
     for name in _TORCH_LIBRARIES:
         found = sorted(folder.glob(f"lib{name}.so*")) or sorted(folder.glob(f"lib{name}.dylib"))
-        if not found:
-            return
-        try:
-            ctypes.CDLL(str(found[0]), mode=ctypes.RTLD_GLOBAL)
-        except OSError:
+        if not found or not dlopen(os.fsencode(found[0]), os.RTLD_NOW | os.RTLD_GLOBAL):
             return
 
 
