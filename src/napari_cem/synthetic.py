@@ -102,6 +102,21 @@ _I_RESIN = 0.87
 _I_MATRIX = 0.45
 _I_LUMEN = 0.76
 
+# textures (grey levels are 0-1 before the microscope; nm are physical sizes)
+_GRAIN_NM = 5.5  # smoothing of the per-voxel fine grain
+_GRAIN_TISSUE, _GRAIN_RESIN = 0.07, 0.006  # its amplitude in tissue / in resin
+_MOTTLE_NM, _PATCH_NM, _PATCH_AMPLITUDE = 45.0, 160.0, 0.8  # smooth mottling and patchiness
+_MOTTLE_TISSUE, _MOTTLE_RESIN = 0.03, 0.004
+_SPECK_THRESHOLD, _SPECK_RAMP = 0.85, 0.75  # granule noise above this turns into dark specks
+_SPECK_DEPTH, _SPECK_DARK_CELL = 0.5, 0.55  # how dark the specks are (in dark cells)
+# microscope
+_PSF_NM = 4.5  # in-plane blur (none along z for sections thicker than _SECTIONED_NM)
+_SECTIONED_NM = 20  # z spacing from which the data is serial sections (ssTEM-like)
+_ILLUMINATION_NM, _ILLUMINATION_AMPLITUDE = 2200.0, 0.035  # slow uneven illumination
+_SECTION_GAIN = {False: 0.006, True: 0.025}  # per-slice gain jitter: block face / sections
+_SECTION_OFFSET = {False: 0.003, True: 0.012}
+_SHOT_NOISE, _DETECTOR_NOISE = 0.0012, 0.010  # variance per unit signal; detector std
+
 _U64 = np.uint64
 _MASK64 = (1 << 64) - 1
 _OFF = 1 << 20  # keeps lattice / tile indices non-negative before hashing
@@ -704,7 +719,7 @@ def _textures(key, shape, voxel, coords, rng):
     # fine grain (ribosomes, stain granules): per voxel, so sections differ
     fine = rng.standard_normal(shape, dtype=np.float32)
     # (no smoothing along singleton axes, e.g. the z of a 2D image)
-    sig_f = tuple(5.5 / v if n > 1 else 0.0 for v, n in zip(voxel, shape))
+    sig_f = tuple(_GRAIN_NM / v if n > 1 else 0.0 for v, n in zip(voxel, shape))
     fine = ndi.gaussian_filter(fine, sig_f, mode="reflect", truncate=3.0)
     # granules: a coarser version of the same noise (cascaded filter)
     sig_s = tuple(_SPECK / v if n > 1 else 0.0 for v, n in zip(voxel, shape))
@@ -713,8 +728,8 @@ def _textures(key, shape, voxel, coords, rng):
     gran *= f32(_filtered_noise_gain(sig_s, 3.0))
     fine *= f32(_filtered_noise_gain(sig_f, 3.0))
     # mottling and patchiness: world-defined smooth noise
-    mott = _noise_grid(_mix(key, 21), cz, cy, cx, 45.0)
-    _noise_grid(_mix(key, 22), cz, cy, cx, 160.0, out=mott, scale=0.8)
+    mott = _noise_grid(_mix(key, 21), cz, cy, cx, _MOTTLE_NM)
+    _noise_grid(_mix(key, 22), cz, cy, cx, _PATCH_NM, out=mott, scale=_PATCH_AMPLITUDE)
     return fine, gran, mott
 
 
@@ -727,14 +742,14 @@ def _cytoplasm(world: _World, cell, resin_cell, fine, gran, mott, thick: float):
     img = world.base.astype(f32)[cell]
     # thick sections average the granules of several layers: less contrast
     proj = f32(min(1.0, (8.0 / thick) ** 0.3))
-    img += np.where(tissue, f32(0.07) * proj, f32(0.006)) * fine
-    img += np.where(tissue, f32(0.03), f32(0.004)) * mott
+    img += np.where(tissue, f32(_GRAIN_TISSUE) * proj, f32(_GRAIN_RESIN)) * fine
+    img += np.where(tissue, f32(_MOTTLE_TISSUE), f32(_MOTTLE_RESIN)) * mott
     # dark specks (ribosomes, stain granules)
     gran_gap = gran.copy()
-    gran -= f32(0.85)
-    gran *= f32(1.0 / 0.75)
+    gran -= f32(_SPECK_THRESHOLD)
+    gran *= f32(1.0 / _SPECK_RAMP)
     gran = _smoothstep(gran)
-    gran *= np.where(tissue, np.where(dark, f32(0.55), f32(0.5)) * proj, f32(0.0))
+    gran *= np.where(tissue, np.where(dark, f32(_SPECK_DARK_CELL), f32(_SPECK_DEPTH)) * proj, f32(0.0))
     img -= gran
     gspk = gran
     del gran
@@ -894,25 +909,25 @@ def _microscope(img, shape, voxel, coords, key, rng, noise: float):
     vz = voxel[0]
     cz, cy, cx = coords
     f32 = np.float32
-    psf = tuple(4.5 / v if v < 20 else 0.0 for v in voxel)
+    psf = tuple(_PSF_NM / v if v < _SECTIONED_NM else 0.0 for v in voxel)
     img = ndi.gaussian_filter(img, psf, mode="nearest", truncate=3.0)
-    illum = _noise_grid(_mix(key, 30), cz, cy, cx, 2200.0)
+    illum = _noise_grid(_mix(key, 30), cz, cy, cx, _ILLUMINATION_NM)
     np.clip(illum, -3.0, 3.0, out=illum)
-    illum *= f32(0.035)
+    illum *= f32(_ILLUMINATION_AMPLITUDE)
     illum += f32(1.0)
     img *= illum
     del illum
     if nz > 1:
-        aniso = vz >= 20
-        gain = 1.0 + (0.025 if aniso else 0.006) * rng.standard_normal(nz)
-        offs = (0.012 if aniso else 0.003) * rng.standard_normal(nz)
+        aniso = vz >= _SECTIONED_NM
+        gain = 1.0 + (_SECTION_GAIN[aniso]) * rng.standard_normal(nz)
+        offs = (_SECTION_OFFSET[aniso]) * rng.standard_normal(nz)
         img *= gain.astype(f32)[:, None, None]
         img += offs.astype(f32)[:, None, None]
     if noise > 0:
         # shot noise (variance grows with the signal) plus detector noise
         sig = np.clip(img, 0.0, None)
-        sig *= f32(0.0012)
-        sig += f32(0.010**2)
+        sig *= f32(_SHOT_NOISE)
+        sig += f32(_DETECTOR_NOISE**2)
         np.sqrt(sig, out=sig)
         sig *= rng.standard_normal(shape, dtype=f32)
         sig *= f32(noise)

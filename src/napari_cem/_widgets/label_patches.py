@@ -296,10 +296,11 @@ class LabelPatchesWidget(JobWidget):
             else:
                 text = [""] * len(ids)
             frames.features = {"p": text, "label": [lab or "" for lab in labels]}
-            # inside the top-left corner of its own cell: anchored at the corner the text was
-            # centred on it, half of it over the neighbouring patch
-            frames.text = {"string": "{p}", "color": "yellow", "size": 10, "anchor": "upper_left",
-                           "translation": [GAP * 1.6, self._cell * 0.22]}
+            # inside the top-left corner of its own cell at any zoom. napari draws text on the
+            # screen's side of its anchor ("upper_left" put it over the patch above), so the
+            # text hangs from an anchor moved up from the lower-left corner to the top edge
+            frames.text = {"string": "{p}", "color": "yellow", "size": 10, "anchor": "lower_left",
+                           "translation": [-self._cell, GAP]}
         frames.refresh()
 
     # -- labelling ------------------------------------------------------------------------
