@@ -67,3 +67,15 @@ def test_user_errors_are_one_line(files, tmp_path, capsys, monkeypatch, argv, me
     assert rc == 2
     assert message in err and "Traceback" not in err
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_finetune_continues_from_a_model_with_init(files, tmp_path, capsys):
+    common = [str(files / "image.tif"), str(files / "labels.tif"), "--iterations", "2", "--crop", "64",
+              "--batch", "2", "--device", "cpu", "--classes", "background,mito"]
+    first, second = tmp_path / "first.pt", tmp_path / "second.pt"
+    assert main(["finetune", *common, "-o", str(first)]) == 0
+    assert main(["finetune", *common, "-o", str(second), "--init", str(first)]) == 0
+    assert load_bundle(second).training["lineage"] == {"parent": str(first), "rounds": [2]}
+    capsys.readouterr()
+    assert main(["finetune", *common, "-o", str(tmp_path / "x.pt"), "--init", str(tmp_path / "gone.pt")]) == 2
+    assert "model file not found" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

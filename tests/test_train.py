@@ -253,3 +253,52 @@ def test_out_of_memory_halves_the_batch_and_says_so(sample, monkeypatch):
     assert calls == [4, 2]
     assert "batch halved to 2" in steps[0].message and steps[0].batch_size == 2
     assert bundle.training["batch_size"] == 2
+
+
+# -- continue from a model -----------------------------------------------------------------------
+def _parameters(model):
+    return {k: v.detach().float().cpu().clone() for k, v in model.named_parameters()}
+
+
+def test_a_round_continues_from_the_whole_model(sample, tmp_path):
+    """Continue = the parent's encoder *and* decoder: with a vanishing learning rate the
+    child ends where the parent ended; a fresh start does not. The chain is recorded."""
+    from napari_cem.model import load_bundle, save_bundle
+    from napari_cem.train import FinetuneConfig
+
+    labels = (sample.labels == 2).astype(np.uint8)
+    base = dict(classes=["mito"], complete_slices=True)
+    config = FinetuneConfig(iterations=3, crop_size=64, batch_size=2, device="cpu")
+    parent = run_finetune(sample.image, labels, config, **base)
+    save_bundle(parent, tmp_path / "parent.pt")
+    still = FinetuneConfig(iterations=1, crop_size=64, batch_size=2, device="cpu", lr=1e-12,
+                           init=tmp_path / "parent.pt")
+    child = run_finetune(sample.image, labels, still, **base)
+    fresh = run_finetune(sample.image, labels, FinetuneConfig(iterations=1, crop_size=64, batch_size=2,
+                                                              device="cpu", lr=1e-12, seed=7), **base)
+    want, got, other = _parameters(parent.model), _parameters(child.model), _parameters(fresh.model)
+    assert all(torch.allclose(got[k], want[k], atol=1e-6) for k in want)
+    assert not all(torch.allclose(other[k], want[k], atol=1e-3) for k in want)
+    assert child.norms == parent.norms and child.encoder["frozen"] == parent.encoder["frozen"]
+    assert child.training["lineage"] == {"parent": str(tmp_path / "parent.pt"), "rounds": [3]}
+    # a round from the in-memory child (the widget's active model): the chain goes on
+    grandchild = run_finetune(sample.image, labels, FinetuneConfig(iterations=2, crop_size=64, batch_size=2,
+                                                                   device="cpu", init=child), **base)
+    assert grandchild.training["lineage"]["rounds"] == [3, 1]
+    # the parent was copied, not trained in place
+    assert all(torch.equal(v, _parameters(load_bundle(tmp_path / "parent.pt").model)[k])
+               for k, v in _parameters(parent.model).items())
+
+
+def test_continuing_needs_the_same_classes(sample):
+    from napari_cem.train import FinetuneConfig
+
+    labels = (sample.labels == 2).astype(np.uint8)
+    parent = run_finetune(sample.image, labels, FinetuneConfig(iterations=1, crop_size=64, batch_size=2,
+                                                                device="cpu"),
+                          classes=["mito"], complete_slices=True)
+    two = np.where(sample.labels == 2, 1, np.where(sample.labels == 1, 2, 0)).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"new class 'membrane'"):
+        run_finetune(sample.image, two, FinetuneConfig(iterations=1, crop_size=64, device="cpu",
+                                                       init=parent),
+                     classes=["mito", "membrane"], complete_slices=True)

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -431,7 +432,10 @@ class FinetuneConfig:
 
     *weights*: None/"none" (random init, everything trains), a released name
     (``cem500k-mocov2``, ``cem1.5m-swav``; downloaded into the cache when *download*) or a
-    checkpoint path. *freeze*: "auto" (= "encoder" with weights, "none" without),
+    checkpoint path. *init*: a model bundle (or its file) to continue from: its whole U-Net
+    (encoder and decoder), its normalisation and, with *freeze* "auto", its freeze setting
+    are kept and *weights* is not used; the painted classes must be the bundle's.
+    *freeze*: "auto" (= "encoder" with weights, "none" without),
     "encoder" (frozen encoder, BatchNorm statistics kept), "layer4" (only layer4 of the
     encoder trains), "none" (everything trains). Crops: a share *structure_crop_fraction*
     centred on structure pixels, the rest on painted pixels (*random_crop_fraction* of those
@@ -453,6 +457,7 @@ class FinetuneConfig:
     amp: str | bool = "auto"
     channels_last: str | bool = "auto"
     download: bool = True
+    init: object = None  # a ModelBundle or its file: continue from that whole U-Net
 
     def __post_init__(self):
         for name in ("iterations", "crop_size", "batch_size", "seed"):
@@ -523,7 +528,8 @@ def finetune(image, labels, config: FinetuneConfig | None = None, *,
     data = prepare_training_data(image, labels, class_names=classes, background_label=background_label,
                                  complete_slices=complete_slices, rois=rois, planes=planes,
                                  voxel_size=voxel_size)
-    run = _setup(image, data, config)
+    parent = _parent_bundle(config.init) if config.init is not None else None
+    run = _setup(image, data, config, parent)
     start = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-cem-crops")
     try:
@@ -532,11 +538,12 @@ def finetune(image, labels, config: FinetuneConfig | None = None, *,
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
     return _record(run, config, data, image, time.perf_counter() - start,
-                   complete_slices=complete_slices, data_source=data_source)
+                   complete_slices=complete_slices, data_source=data_source, parent=parent)
 
 
-def _setup(image, data: TrainingData, config: FinetuneConfig) -> _Run:
-    """The device, precision, U-Net with its encoder weights, optimizer and crop sampler."""
+def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _Run:
+    """The device, precision, U-Net (new with its encoder weights, or a copy of the *parent*
+    bundle's), optimizer and crop sampler."""
     import torch
 
     from .device import autocast_policy, describe_device, select_device
@@ -557,14 +564,17 @@ def _setup(image, data: TrainingData, config: FinetuneConfig) -> _Run:
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     n_out = n_outputs_for(len(data.classes))
-    model = build_unet(n_out)
-    encoder_info = load_encoder_weights(model, config.weights, download=config.download)
-    freeze = config.freeze
-    if freeze == "auto":
-        freeze = "encoder" if encoder_info["layout"] != "none" else "none"
-    norms = tuple(encoder_info["norms"]) if encoder_info.get("norms") else _norms_from_image(image)
-    encoder_info = {**encoder_info, "frozen": freeze,
-                    "norms_source": "checkpoint" if encoder_info.get("norms") else "training image"}
+    if parent is not None:
+        model, encoder_info, freeze, norms = _continue_from(parent[0], data, config.freeze)
+    else:
+        model = build_unet(n_out)
+        encoder_info = load_encoder_weights(model, config.weights, download=config.download)
+        freeze = config.freeze
+        if freeze == "auto":
+            freeze = "encoder" if encoder_info["layout"] != "none" else "none"
+        norms = tuple(encoder_info["norms"]) if encoder_info.get("norms") else _norms_from_image(image)
+        encoder_info = {**encoder_info, "frozen": freeze,
+                        "norms_source": "checkpoint" if encoder_info.get("norms") else "training image"}
     _freeze(model, freeze)
     model.to(dev, memory_format=memory_format)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -588,6 +598,46 @@ def _setup(image, data: TrainingData, config: FinetuneConfig) -> _Run:
     return _Run(model, optimizer, scheduler, scaler, sampler, dev, info, precision, memory_format,
                 use_cl, weights_ce, n_out, norms, encoder_info, freeze, crop, aug, gen,
                 config.batch_size, message="; ".join(messages))
+
+
+def _parent_bundle(init):
+    """(bundle, its file or None) of *init*: a ModelBundle, or the path of one."""
+    from .model import ModelBundle, load_bundle
+
+    if isinstance(init, ModelBundle) or hasattr(init, "model"):
+        return init, None
+    return load_bundle(init), Path(init)
+
+
+def _continue_from(parent, data: TrainingData, freeze: str):
+    """(model, encoder record, freeze, norms) of a round that continues from a bundle: a copy
+    of its whole U-Net (the parent, maybe the viewer's active model, is left untouched)."""
+    import copy
+
+    if list(parent.classes) != list(data.classes):
+        new = [c for c in data.classes if c not in parent.classes]
+        missing = [c for c in parent.classes if c not in data.classes]
+        detail = (f"new class {', '.join(map(repr, new))}" if new else
+                  f"no paint for {', '.join(map(repr, missing))}" if missing else "another order")
+        raise ValueError(f"The model to continue from has the classes {', '.join(parent.classes)}; "
+                         f"the paint gives {', '.join(data.classes)} ({detail}). Name and paint the "
+                         "same classes, or train a new model.")
+    model = copy.deepcopy(parent.model).float().cpu()
+    encoder = dict(parent.encoder or {})
+    if freeze == "auto":
+        freeze = encoder.get("frozen", "none")
+    encoder["frozen"] = freeze
+    return model, encoder, freeze, tuple(float(v) for v in parent.norms)
+
+
+def _lineage(parent) -> dict | None:
+    """The chain of rounds a continued model comes from (parent file, iterations per round)."""
+    if parent is None:
+        return None
+    parent, path = parent
+    before = dict(parent.training or {}).get("lineage") or {}
+    rounds = list(before.get("rounds", [])) + [int(dict(parent.training or {}).get("iterations", 0))]
+    return {"parent": str(path) if path is not None else before.get("parent"), "rounds": rounds}
 
 
 def _iterate(run: _Run, config: FinetuneConfig, data: TrainingData, pool, start, should_stop,
@@ -686,7 +736,7 @@ def _progress(run: _Run, config, data, stepped, start, preview_request, evaluate
 
 
 def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, seconds: float, *,
-            complete_slices: bool, data_source: str):
+            complete_slices: bool, data_source: str, parent=None):
     """The trained model in eval mode and its bundle, with the record of how it was made."""
     import torch
 
@@ -713,6 +763,7 @@ def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, second
         "complete_slices": bool(complete_slices), "planes": [v[2] for v in data.views],
         "augment": run.augment.as_dict(), "random_crop_fraction": config.random_crop_fraction,
         "structure_crop_fraction": config.structure_crop_fraction, "seed": config.seed,
+        "lineage": _lineage(parent),
     }
     return ModelBundle(model=run.model, classes=list(data.classes), norms=run.norms, crop_size=run.crop,
                        encoder=run.encoder_info, training=training)

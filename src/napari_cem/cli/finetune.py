@@ -20,6 +20,9 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", default="none", metavar="NAME|PATH|none",
                    help="encoder weights: cem500k-mocov2, cem1.5m-swav (downloaded once into the "
                         "cache), a checkpoint file, or none (random init, everything trains; default)")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="continue from this model bundle (a .pt made by finetune): its whole U-Net, "
+                        "normalisation and freeze setting; the painted classes must be its classes")
     p.add_argument("--iterations", type=int_at_least(1), default=500, help="training iterations (default 500)")
     p.add_argument("--crop", type=int_at_least(64), default=512, help="crop size, a multiple of 32 (default 512)")
     p.add_argument("--batch", type=int_at_least(1), default=16, help="crops per iteration (default 16)")
@@ -61,6 +64,8 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
     for name in ("image", "labels"):
         if not Path(getattr(args, name)).exists():
             raise CLIError(f"{name} not found: {getattr(args, name)}")
+    if args.init is not None and not Path(args.init).is_file():
+        raise CLIError(f"model file not found: {args.init} (--init)")
     out = Path(args.output)
     if out.is_dir():
         raise CLIError(f"output '{out}' is a folder; give a file name such as model.pt")
@@ -89,7 +94,8 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
     bar = progress_bar(total=args.iterations, desc="finetune", unit="it")
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        config = FinetuneConfig(weights=args.weights, freeze=args.freeze, iterations=args.iterations,
+        config = FinetuneConfig(init=args.init, weights=args.weights, freeze=args.freeze,
+                                iterations=args.iterations,
                                 crop_size=args.crop, batch_size=args.batch, device=args.device,
                                 lr=args.lr, seed=args.seed, augment=Augment.preset(args.augment))
         gen = finetune(image, labels, config, classes=classes, background_label=args.background_label,
