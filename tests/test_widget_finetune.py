@@ -215,3 +215,27 @@ def test_download_shows_its_progress_in_megabytes(make_napari_viewer, qtbot, tmp
         server.server_close()
     assert any(s.startswith("Downloading: ") and " of 3 MB" in s for s in seen), seen
     assert "saved to" in w.progress.status.value and W.is_cached("cem500k-mocov2")
+
+
+def test_a_second_round_continues_from_the_active_model(widget, qtbot, tmp_path, monkeypatch):
+    import napari_cem._widgets.finetune as ft
+
+    messages = []
+    monkeypatch.setattr(ft, "notify_error", messages.append)
+    widget.start_from.value = "the active model"
+    assert widget.start() is None and "no active model" in messages[-1]  # nothing trained yet
+    widget.start_from.value = "a new model"
+    widget.start()
+    _wait_idle(qtbot, widget)
+    first = widget.bundle_path
+    widget.start_from.value = "the active model"
+    widget.save_to.value = str(tmp_path / "round2.pt")
+    widget.iterations.value = 2
+    widget.start()
+    _wait_idle(qtbot, widget)
+    lineage = load_bundle(tmp_path / "round2.pt").training["lineage"]
+    assert lineage == {"parent": str(first), "rounds": [3]}
+    widget.start_from.value = "a model file ..."
+    assert not widget.init_file.native.isHidden()  # the file row appears
+    widget.init_file.value = str(tmp_path / "missing.pt")
+    assert widget.start() is None and "Pick the model file" in messages[-1]

@@ -457,7 +457,7 @@ class FinetuneConfig:
     amp: str | bool = "auto"
     channels_last: str | bool = "auto"
     download: bool = True
-    init: object = None  # a ModelBundle or its file: continue from that whole U-Net
+    init: object = None  # a ModelBundle, (bundle, its file) or a file: continue from its U-Net
 
     def __post_init__(self):
         for name in ("iterations", "crop_size", "batch_size", "seed"):
@@ -601,10 +601,12 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
 
 
 def _parent_bundle(init):
-    """(bundle, its file or None) of *init*: a ModelBundle, or the path of one."""
-    from .model import ModelBundle, load_bundle
+    """(bundle, its file or None) of *init*: a ModelBundle, (bundle, its file), or a file."""
+    from .model import load_bundle
 
-    if isinstance(init, ModelBundle) or hasattr(init, "model"):
+    if isinstance(init, tuple):
+        return init[0], (Path(init[1]) if init[1] is not None else None)
+    if hasattr(init, "model"):
         return init, None
     return load_bundle(init), Path(init)
 
@@ -623,7 +625,7 @@ def _continue_from(parent, data: TrainingData, freeze: str):
                          f"the paint gives {', '.join(data.classes)} ({detail}). Name and paint the "
                          "same classes, or train a new model.")
     model = copy.deepcopy(parent.model).float().cpu()
-    encoder = dict(parent.encoder or {})
+    encoder = dict(getattr(parent, "encoder", None) or {})
     if freeze == "auto":
         freeze = encoder.get("frozen", "none")
     encoder["frozen"] = freeze
@@ -635,8 +637,9 @@ def _lineage(parent) -> dict | None:
     if parent is None:
         return None
     parent, path = parent
-    before = dict(parent.training or {}).get("lineage") or {}
-    rounds = list(before.get("rounds", [])) + [int(dict(parent.training or {}).get("iterations", 0))]
+    training = dict(getattr(parent, "training", None) or {})
+    before = training.get("lineage") or {}
+    rounds = list(before.get("rounds", [])) + [int(training.get("iterations", 0))]
     return {"parent": str(path) if path is not None else before.get("parent"), "rounds": rounds}
 
 

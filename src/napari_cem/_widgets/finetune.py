@@ -38,6 +38,7 @@ from ._layers import full_data, image_choices, layers_of, slice_on_screen, units
 from ._state import state_for
 
 WEIGHT_FILE = "local file ..."
+START_FROM = ("a new model", "the active model", "a model file ...")
 BACKGROUND_CHOICES = ["auto", "unpainted (0)"] + [str(v) for v in range(1, 21)]
 
 
@@ -122,6 +123,8 @@ class FinetuneWidget(JobWidget):
         self.preview_button.changed.connect(lambda: self.preview())
         self.download_button.changed.connect(lambda: self.download())
         self.weights.changed.connect(self._on_weights)
+        self.start_from.changed.connect(
+            lambda value: setattr(self.init_file, "visible", value == START_FROM[2]))
         preload_torch_stack_soon()  # seconds of imports, off the UI thread
         preload_labels_display()  # the preview's Labels layer then appears without a stall
         self.state.on_pretrained_weights(self._on_pretrained)
@@ -162,6 +165,12 @@ class FinetuneWidget(JobWidget):
                                         "a local checkpoint, or none (random init).")
         self.weights_file = FileEdit(label="Weights file", mode="r", visible=False)
         self.download_button = PushButton(text="Download weights", visible=False)
+        self.start_from = ComboBox(
+            label="Start from", choices=START_FROM, value=START_FROM[0],
+            tooltip="a new model (from the Weights above), or continue from the active model or a "
+                    "model file: its whole U-Net keeps learning on the current paint (same classes).")
+        self.init_file = FileEdit(label="Model file", mode="r", filter="napari-cem model (*.pt)",
+                                  visible=False)
         self.iterations = SpinBox(label="Iterations", value=500, min=1, max=100_000, step=50)
         self.crop = SpinBox(label="Crop size", value=512, min=64, max=2048, step=32,
                             tooltip="Square training crops (multiple of 32); 224-256 for small images.")
@@ -184,7 +193,8 @@ class FinetuneWidget(JobWidget):
         self.result = text_label("No model trained yet.")
         return [
             self.image, self.labels_layer, self.rois, self.class_names, self.background, self.complete,
-            self.weights, self.weights_file, self.download_button, self.iterations, self.crop,
+            self.weights, self.weights_file, self.download_button, self.start_from, self.init_file,
+            self.iterations, self.crop,
             self.batch, self.augment, self.device, self.device_info, self.freeze, self.save_to,
             self.start_button, self.progress, self.preview_button, self.result,
         ]
@@ -233,6 +243,21 @@ class FinetuneWidget(JobWidget):
         self.weights.choices = ["none", *KNOWN_WEIGHTS, *self._pretrained, WEIGHT_FILE]
         if select:
             self.weights.value = new
+
+    def _init_spec(self):
+        """What training starts from: None (a new model), the active bundle, or a file."""
+        choice = self.start_from.value
+        if choice == START_FROM[1]:
+            if self.state.active_model is None:
+                raise ValueError("There is no active model to continue from: train one, or load a "
+                                 "model file in the Segment widget.")
+            return self.state.active_model, self.state.active_model_path
+        if choice == START_FROM[2]:
+            text = str(self.init_file.value).strip()
+            if text in ("", ".") or not Path(text).is_file():
+                raise ValueError("Pick the model file (.pt) to continue from, or start from a new model.")
+            return text
+        return None
 
     def _weights_spec(self):
         choice = self.weights.value
@@ -325,6 +350,7 @@ class FinetuneWidget(JobWidget):
         try:
             image_layer, labels_layer, image, labels, rois = self._read_inputs()
             weights = self._weights_spec()
+            init = self._init_spec()
             names = [n.strip() for n in self.class_names.value.split(",") if n.strip()] or None
             bg = self.background.value
             background = None if bg == "auto" else (0 if bg.startswith("unpainted") else int(bg))
@@ -341,7 +367,7 @@ class FinetuneWidget(JobWidget):
 
         try:
             config = FinetuneConfig(
-                weights=weights, freeze=self.freeze.value, iterations=int(self.iterations.value),
+                init=init, weights=weights, freeze=self.freeze.value, iterations=int(self.iterations.value),
                 crop_size=int(self.crop.value), batch_size=int(self.batch.value),
                 device=self.device.value, augment=Augment.preset(self.augment.value))
         except ValueError as exc:
