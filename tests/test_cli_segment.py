@@ -61,6 +61,18 @@ def test_segment_to_tiff_then_evaluate(model_file, volume_file, tmp_path, capsys
     assert f"{expect.iou_3d[1]:.3f}" in table and f"{expect.iou_2d[1]:.3f}" in table
 
 
+def test_segment_writes_the_uncertainty_and_names_the_worst_slices(model_file, volume_file, tmp_path, capsys):
+    out = tmp_path / "labels.tif"
+    assert main(["segment", str(model_file), str(volume_file), "-o", str(out), "--probabilities",
+                 "--uncertainty"]) == 0
+    printed = capsys.readouterr().out
+    unsure = tifffile.imread(tmp_path / "labels_uncertainty.tif")
+    prob = tifffile.imread(tmp_path / "labels_prob.tif").astype(np.float32)
+    assert unsure.shape == (3, 40, 48) and unsure.dtype == np.uint8
+    assert np.abs(unsure - (255.0 - np.abs(2 * prob - 255.0))).max() <= 3
+    assert "most uncertain slices" in printed and "labels_uncertainty.tif" in printed
+
+
 @pytest.mark.slow
 def test_segment_to_zarr_orthoplane_and_evaluate_against_tiff(model_file, volume_file, tmp_path, capsys):
     store = tmp_path / "labels.zarr"

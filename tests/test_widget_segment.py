@@ -171,3 +171,27 @@ def test_opening_the_widget_preloads_what_the_first_labels_layer_needs(make_napa
         thread.join(timeout=60)
     missing = [m for m in _common._LABELS_DISPLAY_MODULES if m not in sys.modules]
     assert not missing, f"napari renamed or moved these modules: {missing}"
+
+
+def test_uncertainty_layer_and_next_most_uncertain_slice(widget, qtbot, monkeypatch):
+    import napari_cem._widgets.segment as seg
+
+    messages = []
+    monkeypatch.setattr(seg, "notify_error", messages.append)
+    viewer = widget.viewer
+    assert widget.next_uncertain_slice() is None and "Show uncertainty" in messages[-1]
+    widget.keep_uncertainty.value = True
+    widget.run()
+    _wait_idle(qtbot, widget)
+    layer = viewer.layers["em uncertainty"]
+    assert layer.data.shape == viewer.layers["em"].data.shape and layer.data.dtype == np.uint8
+    scores = widget.result.metadata["slice_uncertainty"]
+    assert widget.uncertain_button.enabled
+    viewer.dims.order = (1, 0, 2)  # looking at an xz plane: the jump goes back to xy slices
+    first = widget.next_uncertain_slice()
+    assert first == int(np.argmax(scores)) and viewer.dims.order == (0, 1, 2)
+    z_world = viewer.layers["em"].data_to_world((first, 0, 0))[0]
+    assert viewer.dims.point[0] == pytest.approx(z_world)
+    second = widget.next_uncertain_slice()
+    assert second != first and scores[second] <= scores[first]
+    assert "mean uncertainty" in widget.progress.status.value

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from ._cancel import Cancelled, stoppable
+from .uncertainty import plane_disagreement, slice_scores, voxel_uncertainty, voxel_uncertainty_torch
 
 __all__ = [
     "MODES",
@@ -65,7 +66,9 @@ class Segmentation:
     the smallest unsigned dtype that holds them (numpy, or a zarr array with ``out=``).
     ``probabilities``: uint8 confidences (255 = 1.0) or None: shape of the volume for one
     structure (P(classes[1])), (n_classes, *volume shape) for several.
-    ``metadata``: mode, threshold, device, precision, float32 agreement, timing, warnings.
+    ``metadata``: mode, threshold, device, precision, float32 agreement, timing, warnings,
+    and with an uncertainty its per-slice means (``slice_uncertainty``, 0-1).
+    ``uncertainty``: uint8 (255 = most unsure, see :mod:`napari_cem.uncertainty`) or None.
     """
 
     labels: Any
@@ -73,6 +76,7 @@ class Segmentation:
     classes: list[str]
     metadata: dict = field(default_factory=dict)
     store: Path | None = None
+    uncertainty: Any = None
 
     @property
     def layer_metadata(self) -> dict:
@@ -410,10 +414,16 @@ def _chunk_thickness(volume, axis: int) -> int | None:
 class _Memory:
     """Outputs held in numpy arrays."""
 
-    def __init__(self, shape, n_out, dtype, mode, keep_probabilities, classes):
+    def __init__(self, shape, n_out, dtype, mode, keep_probabilities, classes, keep_uncertainty=False):
         self.labels = np.zeros(shape, dtype)
         self.probabilities = (np.zeros((n_out, *shape), np.uint8) if keep_probabilities else None)
         self.acc = np.zeros((n_out, *shape), np.uint16) if mode == "orthoplane" else None
+        self.uncertainty = np.zeros(shape, np.uint8) if keep_uncertainty else None
+        # orthoplane with uncertainty: the lowest / highest confidence a plane gave
+        self.lo = self.hi = None
+        if keep_uncertainty and mode == "orthoplane":
+            self.lo = np.full((n_out, *shape), 255, np.uint8)
+            self.hi = np.zeros((n_out, *shape), np.uint8)
         self.n_out, self.classes = n_out, list(classes)
 
     def is_done(self, stage, block) -> bool:
@@ -423,13 +433,22 @@ class _Memory:
         pass
 
     def add_plane(self, plane, axis, start, stop, q):
-        self.acc[_index(axis, start, stop, lead=1)] += _from_plane(q, axis)
+        where = _index(axis, start, stop, lead=1)
+        part = _from_plane(q, axis)
+        self.acc[where] += part
+        if self.lo is not None:
+            np.minimum(self.lo[where], part, out=self.lo[where])
+            np.maximum(self.hi[where], part, out=self.hi[where])
 
     def read_planes(self, z0, z1):
         return self.acc[:, z0:z1]
 
+    def plane_disagreement(self, z0, z1) -> np.ndarray:
+        """Largest range over the classes of the three planes' confidences (0-1)."""
+        return (self.hi[:, z0:z1].astype(np.int16) - self.lo[:, z0:z1]).max(0).astype(np.float32) / 255.0
+
     def planes_averaged(self) -> None:
-        self.acc = None  # the per-plane sums are not needed any more: free them now
+        self.acc = self.lo = self.hi = None  # only needed until the average: free them now
 
     def finish(self, metadata, was_2d: bool) -> Segmentation:
         labels = self.labels[0] if was_2d else self.labels
@@ -438,7 +457,11 @@ class _Memory:
             probs = probs[0] if self.n_out == 1 else probs
             if was_2d:
                 probs = probs[..., 0, :, :]
-        return Segmentation(labels, probs, self.classes, metadata, None)
+        unsure = self.uncertainty
+        if unsure is not None:
+            metadata["slice_uncertainty"] = [round(float(v), 5) for v in slice_scores(unsure)]
+            unsure = unsure[0] if was_2d else unsure
+        return Segmentation(labels, probs, self.classes, metadata, None, unsure)
 
 
 class _ZarrStore:
@@ -446,7 +469,7 @@ class _ZarrStore:
     and the list of finished slabs in the attributes, so an interrupted run resumes."""
 
     def __init__(self, path, shape, n_out, dtype, mode, keep_probabilities, fingerprint,
-                 chunks, class_names):
+                 chunks, class_names, keep_uncertainty=False):
         import zarr
 
         self.path = Path(path)
@@ -479,9 +502,13 @@ class _ZarrStore:
                 for plane in ("xy", "xz", "yz"):
                     self.group.create_array(f"planes_{plane}", shape=(n_out, *shape), chunks=(1, *chunks),
                                             dtype=np.uint8, fill_value=0)
+            if keep_uncertainty:
+                self.group.create_array("uncertainty", shape=shape, chunks=chunks, dtype=np.uint8,
+                                        fill_value=0)
             self._save_info()
         self.labels = self.group["labels"]
         self.probabilities = self.group["probabilities"] if "probabilities" in self.group else None
+        self.uncertainty = self.group["uncertainty"] if "uncertainty" in self.group else None
         self._done = {k: set(v) for k, v in self.info.get("done", {}).items()}
 
     def _save_info(self):
@@ -505,6 +532,9 @@ class _ZarrStore:
             total = part if total is None else total + part
         return total
 
+    def plane_disagreement(self, z0, z1) -> np.ndarray:
+        return plane_disagreement([self.group[f"planes_{plane}"][:, z0:z1] for plane in ("xy", "xz", "yz")])
+
     def planes_averaged(self) -> None:
         pass  # kept until finish(): a rerun after an interruption may still need them
 
@@ -517,12 +547,18 @@ class _ZarrStore:
             name = f"planes_{plane}"
             if name in self.group:
                 del self.group[name]  # per-plane confidences are only needed until the average
+        if self.uncertainty is not None:
+            metadata["slice_uncertainty"] = [round(float(v), 5) for v in slice_scores(self.uncertainty)]
+            self.info["metadata"] = metadata
+            self._save_info()
         result = open_segmentation(self.path)
         result.metadata.update(metadata)
         if was_2d:
             result.labels = np.asarray(result.labels[0])
             if result.probabilities is not None:
                 result.probabilities = np.asarray(result.probabilities[..., 0, :, :])
+            if result.uncertainty is not None:
+                result.uncertainty = np.asarray(result.uncertainty[0])
         return result
 
 
@@ -539,7 +575,8 @@ def open_segmentation(path) -> Segmentation:
         probs = probs[0]
     meta = dict(info.get("metadata", {}))
     meta["complete"] = bool(info.get("complete"))
-    return Segmentation(group["labels"], probs, list(info.get("classes", [])), meta, Path(path))
+    unsure = group["uncertainty"] if "uncertainty" in group else None
+    return Segmentation(group["labels"], probs, list(info.get("classes", [])), meta, Path(path), unsure)
 
 
 def _check_memory(shape, n_out, dtype, mode, keep_probabilities, in_memory, slabs) -> None:
@@ -615,6 +652,7 @@ def segment(
     device="auto",
     out=None,
     keep_probabilities: bool = False,
+    keep_uncertainty: bool = False,
     voxel_size=None,
     isotropy_tolerance: float = 0.2,
     precision: str = "auto",
@@ -633,6 +671,8 @@ def segment(
     out: a zarr store path: labels (and probabilities) are written there slab by slab and
     a rerun with the same model, volume and settings resumes where it stopped.
     keep_probabilities: also return uint8 confidences (255 = 1.0).
+    keep_uncertainty: also return how unsure each voxel is (uint8, 255 = most; see
+    :mod:`napari_cem.uncertainty`) and each slice's mean in ``metadata["slice_uncertainty"]``.
     precision: "auto" (bf16/fp16 autocast where it pays; float32 instead if the first
     batch's labels differ from float32 where float32 is confident), "float32", "bf16" or
     "fp16" (kept even if the check disagrees, with a warning).
@@ -642,7 +682,8 @@ def segment(
     t0 = time.perf_counter()
     plan = _plan(volume, bundle, mode=mode, threshold=threshold, tile=tile, overlap=overlap,
                  batch_size=batch_size, device=device, out=out,
-                 keep_probabilities=keep_probabilities, voxel_size=voxel_size,
+                 keep_probabilities=keep_probabilities, keep_uncertainty=keep_uncertainty,
+                 voxel_size=voxel_size,
                  isotropy_tolerance=isotropy_tolerance, precision=precision, slab=slab)
     count = _Count(plan.total, progress)
     count.add(0, plan.stage(plan.planes[0]))  # the total is known before the first slice
@@ -731,7 +772,8 @@ def _orthoplane_notes(was_2d: bool, shape, voxel_size, tolerance) -> list[str]:
 
 
 def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device, out,
-          keep_probabilities, voxel_size, isotropy_tolerance, precision, slab) -> _Plan:
+          keep_probabilities, voxel_size, isotropy_tolerance, precision, slab,
+          keep_uncertainty=False) -> _Plan:
     """Check the settings, build the predictor, choose the slabs and the output store."""
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose 'stack' or 'orthoplane'.")
@@ -756,11 +798,13 @@ def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device,
     _check_memory(shape, n_out, dtype, mode, keep_probabilities, out is None, slabs)
     if out is not None:
         fingerprint = hashlib.sha1(repr((shape, mode, threshold, predictor.tile, predictor.overlap,
-                                         tuple(classes), predictor.mean, predictor.std, keep_probabilities,
+                                         tuple(classes), predictor.mean, predictor.std,
+                                         (keep_probabilities, keep_uncertainty) if keep_uncertainty else keep_probabilities,
                                          chunks, _model_fingerprint(predictor.model))).encode()).hexdigest()[:20]
-        store = _ZarrStore(out, shape, n_out, dtype, mode, keep_probabilities, fingerprint, chunks, classes)
+        store = _ZarrStore(out, shape, n_out, dtype, mode, keep_probabilities, fingerprint, chunks, classes,
+                           keep_uncertainty)
     else:
-        store = _Memory(shape, n_out, dtype, mode, keep_probabilities, classes)
+        store = _Memory(shape, n_out, dtype, mode, keep_probabilities, classes, keep_uncertainty)
     return _Plan(vol, was_2d, mode, threshold, predictor, dtype, planes, slabs, store, voxel_size, notes)
 
 
@@ -795,23 +839,27 @@ def _predict_plane(plan: _Plan, plane: str, count: _Count, should_stop) -> None:
             count.add(stop - start, plan.stage(plane))
             continue
         _check_stop(should_stop)
-        labels, q = _predict_slab(plan, _read(plan.vol, axis, start, stop), plane, count, should_stop)
+        labels, q, unsure = _predict_slab(plan, _read(plan.vol, axis, start, stop), plane, count,
+                                          should_stop)
         if plan.mode == "stack":
             store.labels[start:stop] = labels
             if store.probabilities is not None:
                 store.probabilities[:, start:stop] = q
+            if unsure is not None:
+                store.uncertainty[start:stop] = unsure
         else:
             store.add_plane(plane, axis, start, stop, q)
         store.mark_done(plane, b)
 
 
 def _predict_slab(plan: _Plan, block, plane: str, count: _Count, should_stop):
-    """(labels or None, uint8 confidences or None) of one slab, batch by batch."""
+    """(labels, uint8 confidences, uint8 uncertainty; each or None) of one slab, batch by batch."""
     predictor, mode, store = plan.predictor, plan.mode, plan.store
     n, h, w = block.shape
     keep_q = mode == "orthoplane" or store.probabilities is not None
     q = np.empty((predictor.n_out, n, h, w), np.uint8) if keep_q else None
     labels = np.empty((n, h, w), plan.dtype) if mode == "stack" else None
+    unsure = np.empty((n, h, w), np.uint8) if mode == "stack" and store.uncertainty is not None else None
     bs = predictor.batch_size if max(h, w) <= predictor.tile else 1
     for i in range(0, n, bs):
         _check_stop(should_stop)
@@ -820,9 +868,11 @@ def _predict_slab(plan: _Plan, block, plane: str, count: _Count, should_stop):
             labels[i:i + bs] = _decide(probs, plan.threshold).cpu().numpy()
         if q is not None:
             q[:, i:i + bs] = _quantise(probs).cpu().numpy().transpose(1, 0, 2, 3)
+        if unsure is not None:
+            unsure[i:i + bs] = _quantise(voxel_uncertainty_torch(probs)).cpu().numpy()
         del probs
         count.add(min(bs, n - i), plan.stage(plane))
-    return labels, q
+    return labels, q, unsure
 
 
 def _average_planes(plan: _Plan, count: _Count, should_stop) -> None:
@@ -836,6 +886,10 @@ def _average_planes(plan: _Plan, count: _Count, should_stop) -> None:
             store.labels[z0:z1] = _decide_np(summed, plan.threshold, 3 * 255.0, plan.dtype)
             if store.probabilities is not None:
                 store.probabilities[:, z0:z1] = ((summed + 1) // 3).astype(np.uint8)
+            if store.uncertainty is not None:
+                unsure = np.maximum(voxel_uncertainty(summed / np.float32(3 * 255.0)),
+                                    store.plane_disagreement(z0, z1))
+                store.uncertainty[z0:z1] = (unsure * 255.0 + 0.5).astype(np.uint8)
             del summed
             store.mark_done("combine", b)
         count.add(z1 - z0, "averaging planes")

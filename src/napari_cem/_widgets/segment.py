@@ -29,6 +29,7 @@ from ._layers import full_data, image_choices, slice_on_screen, units_of, voxel_
 from ._state import state_for
 
 _NO_GT = "none"
+_UNCERTAINTY = "\x00uncertainty"  # its key among the probability layers (never a class name)
 
 
 class SegmentWidget(JobWidget):
@@ -43,7 +44,11 @@ class SegmentWidget(JobWidget):
         self.state = state_for(napari_viewer)
         self._evaluate_after = False
         self._labels_layer = None  # the Labels layer this widget made (refreshed by later runs)
-        self._prob_layers: dict[str, object] = {}
+        self._prob_layers: dict[str, object] = {}  # probability / uncertainty layers by key
+        self._unsure_order: list[int] = []  # slices, most uncertain first (last volume run)
+        self._unsure_scores: list[float] = []
+        self._unsure_next = 0
+        self._unsure_layer = None
         self.result = None  # napari_cem.infer.Segmentation of the last whole-volume run
         self.evaluation = None  # napari_cem.metrics.Evaluation of the last comparison
 
@@ -67,6 +72,12 @@ class SegmentWidget(JobWidget):
                                    tooltip="Also add the confidences as Image layer(s) (0-255 = 0-1).")
         self.segment_button = PushButton(text="Segment")
         self.slice_button = PushButton(text="Current slice only")
+        self.keep_uncertainty = CheckBox(label="Show uncertainty", value=False,
+                                         tooltip="Also add how unsure each voxel is as an Image layer "
+                                                 "(bright = unsure), to see where a correction pays most.")
+        self.uncertain_button = PushButton(text="Next most uncertain slice", enabled=False,
+                                           tooltip="Jump to the slice the model is least sure about "
+                                                   "(then the next one at each press).")
         self.progress = ProgressRow()
         self.ground_truth = ComboBox(label="Ground truth", choices=self._gt_choices,
                                      tooltip="A Labels layer to compare the segmentation with (IoU).")
@@ -74,7 +85,8 @@ class SegmentWidget(JobWidget):
         self.iou_info = text_label("")
         super().__init__(widgets=[
             self.model_info, self.model_file, self.load_button, self.image, self.mode, self.mode_note,
-            self.threshold, self.device, self.keep_probs, self.segment_button, self.slice_button,
+            self.threshold, self.device, self.keep_probs, self.keep_uncertainty, self.segment_button,
+            self.slice_button, self.uncertain_button,
             self.progress, self.ground_truth, self.evaluate_button, self.iou_info,
         ])
         self.iou_table = _make_table()
@@ -85,6 +97,7 @@ class SegmentWidget(JobWidget):
         self.load_button.changed.connect(lambda: self.load_model_file())
         self.segment_button.changed.connect(lambda: self.run())
         self.slice_button.changed.connect(lambda: self.run(current_slice=True))
+        self.uncertain_button.changed.connect(lambda: self.next_uncertain_slice())
         self.evaluate_button.changed.connect(lambda: self.evaluate())
         self.image.changed.connect(self._update_mode_note)
         self.mode.changed.connect(self._update_mode_note)
@@ -184,7 +197,8 @@ class SegmentWidget(JobWidget):
             notify_error("Orthoplane needs a 3D volume; this image is 2D. Use the stack mode.")
             return None
         options = {"mode": mode, "threshold": float(self.threshold.value), "device": self.device.value,
-                   "keep_probabilities": bool(self.keep_probs.value), "voxel_size": voxel_size(layer)}
+                   "keep_probabilities": bool(self.keep_probs.value),
+                   "keep_uncertainty": bool(self.keep_uncertainty.value), "voxel_size": voxel_size(layer)}
         what = f"{screen.describe()} of {layer.name}" if screen is not None else layer.name
         return self.jobs.start(_segment_job, data, bundle, options, message=f"Segmenting {what} ...",
                                on_result=lambda r: self._on_result(layer, r, screen),
@@ -194,6 +208,7 @@ class SegmentWidget(JobWidget):
     def _set_running(self, running: bool) -> None:
         self.segment_button.enabled = not running
         self.slice_button.enabled = not running
+        self.uncertain_button.enabled = not running and bool(self._unsure_order)
         self.load_button.enabled = not running
         self.evaluate_button.enabled = (not running and self._labels_layer is not None
                                         and self.ground_truth.value is not None)
@@ -218,6 +233,8 @@ class SegmentWidget(JobWidget):
             self._show_labels(layer, labels, meta)
         if result.probabilities is not None:
             self._show_probabilities(layer, result, screen, shape)
+        if result.uncertainty is not None:
+            self._show_uncertainty(layer, result, screen, shape)
         seconds = result.metadata.get("seconds", 0)
         what = screen.describe() if screen is not None else "volume"
         fg = ", ".join(f"{name} {100 * float(np.mean(labels == i)):.1f} %"
@@ -249,24 +266,60 @@ class SegmentWidget(JobWidget):
         else:
             per_class = {name: probs[i] for i, name in enumerate(result.classes) if i > 0}
         for name, p in per_class.items():
-            existing = self._prob_layers.get(name)
-            if screen is not None:
-                if existing is not None and existing in self.viewer.layers and existing.data.shape == tuple(shape):
-                    existing.data[screen.key] = p
-                    existing.refresh()
-                    continue
-                full = np.zeros(shape, np.uint8)
-                full[screen.key] = p
-                p = full
-            if existing is not None and existing in self.viewer.layers:
-                existing.data = p
-                continue
-            self._prob_layers[name] = self.viewer.add_image(
-                p, name=f"{layer.name} P({name})", scale=layer.scale, translate=layer.translate, **units_of(layer),
-                colormap="magma", contrast_limits=(0, 255), opacity=0.5, blending="additive",
-                metadata={"napari_cem": {"probability_of": name, "scale": "uint8, 255 = 1.0"}})
+            self._show_image(name, f"{layer.name} P({name})", p, layer, screen, shape, "magma",
+                             {"probability_of": name, "scale": "uint8, 255 = 1.0"})
+
+    def _show_image(self, key, title, values, layer, screen, shape, colormap, meta) -> None:
+        """A uint8 result (a class's probability, the uncertainty) as an Image layer over the
+        image, refreshed by later runs; a slice run writes only its slice."""
+        existing = self._prob_layers.get(key)
+        values = np.asarray(values)
+        if screen is not None:
+            if existing is not None and existing in self.viewer.layers and existing.data.shape == tuple(shape):
+                existing.data[screen.key] = values
+                existing.refresh()
+                return
+            full = np.zeros(shape, np.uint8)
+            full[screen.key] = values
+            values = full
+        if existing is not None and existing in self.viewer.layers:
+            existing.data = values
+        else:
+            self._prob_layers[key] = self.viewer.add_image(
+                values, name=title, scale=layer.scale, translate=layer.translate, **units_of(layer),
+                colormap=colormap, contrast_limits=(0, 255), opacity=0.5, blending="additive",
+                metadata={"napari_cem": meta})
         if self._labels_layer is not None:
             self.viewer.layers.selection.active = self._labels_layer
+
+    def _show_uncertainty(self, layer, result, screen, shape) -> None:
+        self._show_image(_UNCERTAINTY, f"{layer.name} uncertainty", result.uncertainty, layer, screen,
+                         shape, "inferno", {"uncertainty": "uint8, 255 = most unsure"})
+        scores = result.metadata.get("slice_uncertainty")
+        if screen is None and scores and len(scores) > 1:
+            self._unsure_order = [int(z) for z in np.argsort(-np.asarray(scores), kind="stable")]
+            self._unsure_scores = list(scores)
+            self._unsure_next = 0
+            self._unsure_layer = layer
+
+    def next_uncertain_slice(self) -> int | None:
+        """Show the xy slice of the last segmentation with the highest mean uncertainty, then
+        the next one at each press."""
+        order, layer = self._unsure_order, self._unsure_layer
+        if not order or layer is None or layer not in self.viewer.layers:
+            notify_error("Segment the volume with 'Show uncertainty' ticked first.")
+            return None
+        z = order[self._unsure_next % len(order)]
+        self._unsure_next += 1
+        offset = self.viewer.dims.ndim - layer.ndim
+        if self.viewer.dims.ndisplay != 2:
+            self.viewer.dims.ndisplay = 2
+        self.viewer.dims.order = tuple(range(self.viewer.dims.ndim))
+        self.viewer.dims.set_point(offset, float(layer.data_to_world((z, 0, 0))[0]))
+        rank = (self._unsure_next - 1) % len(order) + 1
+        self.progress.status.value = (f"Slice {z}: mean uncertainty {self._unsure_scores[z]:.3f} "
+                                      f"({rank} of {len(order)}, most uncertain first).")
+        return z
 
     def _evaluate_if_asked(self) -> None:
         if self._evaluate_after:

@@ -28,6 +28,9 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
                    help="probability above which a voxel is the structure (one-structure models; default 0.5)")
     p.add_argument("--probabilities", action="store_true",
                    help="also write the confidences (uint8, 255 = 1): OUT_prob.tif, or inside the zarr store")
+    p.add_argument("--uncertainty", action="store_true",
+                   help="also write how unsure each voxel is (uint8, 255 = most): OUT_uncertainty.tif, "
+                        "or inside the zarr store; the most uncertain slices are listed")
     p.add_argument("--tile", type=int_at_least(32), default=1024,
                    help="largest slice side predicted at once (default 1024)")
     p.add_argument("--batch-size", type=int_at_least(1), default=None,
@@ -75,6 +78,7 @@ def run_segment(args: argparse.Namespace) -> int:
             result = segment(volume, bundle, mode=args.mode, threshold=args.threshold, tile=args.tile,
                              batch_size=args.batch_size, device=args.device,
                              out=out if args.zarr else None, keep_probabilities=args.probabilities,
+                             keep_uncertainty=args.uncertainty,
                              voxel_size=meta.voxel_size, progress=progress)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
@@ -97,6 +101,13 @@ def run_segment(args: argparse.Namespace) -> int:
                 prob_path, "segment")
             written.append(saved)
             code = max(code, rescued)
+        if result.uncertainty is not None:
+            unsure_path = written[0].with_name(written[0].name.split(".")[0] + "_uncertainty.tif")
+            saved, rescued = _save(lambda p: write_labels_tiff(
+                p, result.uncertainty, meta.voxel_size, {**info, "uncertainty": "uint8, 255 = most unsure"}),
+                unsure_path, "segment")
+            written.append(saved)
+            code = max(code, rescued)
     labels = result.labels
     counts = label_counts(labels, len(result.classes))
     total = max(int(sum(counts)), 1)
@@ -105,4 +116,9 @@ def run_segment(args: argparse.Namespace) -> int:
           f"{result.metadata['precision']} on {result.metadata['device']}) in "
           f"{result.metadata['seconds']:.1f} s: {fractions}")
     print(f"written: {', '.join(str(p) for p in written)}  (classes: {json.dumps(result.classes)})")
+    scores = result.metadata.get("slice_uncertainty")
+    if scores and len(scores) > 1:
+        worst = sorted(range(len(scores)), key=lambda z: -scores[z])[:5]
+        print("most uncertain slices (z: mean uncertainty): "
+              + ", ".join(f"{z}: {scores[z]:.3f}" for z in worst))
     return code
