@@ -239,3 +239,43 @@ def test_a_second_round_continues_from_the_active_model(widget, qtbot, tmp_path,
     assert not widget.init_file.native.isHidden()  # the file row appears
     widget.init_file.value = str(tmp_path / "missing.pt")
     assert widget.start() is None and "Pick the model file" in messages[-1]
+
+
+def test_the_segmentation_of_a_slice_becomes_paint_and_undo_restores_it(widget, monkeypatch):
+    import napari_cem._widgets.finetune as ft
+
+    messages = []
+    monkeypatch.setattr(ft, "notify_error", messages.append)
+    viewer = widget.viewer
+    paint = viewer.layers["paint"]
+    assert widget.use_segmentation() is None and "Segment the image first" in messages[-1]
+    seg = np.zeros((3, 96, 96), np.uint8)
+    seg[:, 10:30, 10:40] = 1
+    viewer.add_labels(seg, name="em segmentation",
+                      metadata={"napari_cem": {"classes": ["background", "mito"], "segmentation": {}}})
+    widget.labels_layer.value = paint
+    before = paint.data.copy()
+    viewer.dims.set_current_step(0, 2)
+    # class names "mito", painted slices complete: mito -> 1, background -> 0 (unpainted)
+    assert widget.use_segmentation() == 96 * 96
+    np.testing.assert_array_equal(paint.data[2], seg[2])
+    np.testing.assert_array_equal(paint.data[:2], before[:2])
+    paint.undo()
+    np.testing.assert_array_equal(paint.data, before)
+    # without 'complete', the background is painted as value 1 and mito as its own value
+    widget.complete.value = False
+    widget.class_names.value = "background, mito"
+    widget.use_segmentation()
+    assert set(np.unique(paint.data[2])) == {1, 2} and (paint.data[2][15, 15] == 2)
+    widget.class_names.value = "er"
+    assert widget.use_segmentation() is None and "not among the class names" in messages[-1]
+
+
+def test_paint_values_follow_the_paint_convention():
+    from napari_cem._widgets.finetune import paint_values
+
+    assert list(paint_values(["background", "mito"], [], complete=False)) == [1, 2]
+    assert list(paint_values(["background", "mito"], ["mito"], complete=True)) == [0, 1]
+    assert list(paint_values(["background", "mito", "er"], ["er", "background", "mito"], False)) == [2, 3, 1]
+    with pytest.raises(ValueError, match="not among"):
+        paint_values(["background", "mito"], ["er"], complete=True)

@@ -120,6 +120,7 @@ class FinetuneWidget(JobWidget):
                               user_errors=USER_ERRORS + (RuntimeError,))
         self.previewing = JobRunner(name="The preview")  # after training: quick, no progress row
         self.start_button.changed.connect(lambda: self.start())
+        self.use_segmentation_button.changed.connect(lambda: self.use_segmentation())
         self.preview_button.changed.connect(lambda: self.preview())
         self.download_button.changed.connect(lambda: self.download())
         self.weights.changed.connect(self._on_weights)
@@ -187,6 +188,11 @@ class FinetuneWidget(JobWidget):
                                        "trains without. layer4: the last encoder block trains too.")
         self.save_to = FileEdit(label="Save model to", mode="w", filter="*.pt",
                                 tooltip="Model bundle file; empty: ~/napari-cem-models/<image>-<time>.pt")
+        self.use_segmentation_button = PushButton(
+            text="Use segmentation as paint (slice on screen)",
+            tooltip="Copy the Segment widget's result on the slice on screen into the painted "
+                    "Labels layer: the whole slice is then labelled, and what you repaint there "
+                    "are the corrections (Ctrl-Z undoes the copy).")
         self.start_button = PushButton(text="Start training")
         self.progress = ProgressRow(stop_text="Stop")
         self.preview_button = PushButton(text="Preview current slice", enabled=False)
@@ -196,7 +202,8 @@ class FinetuneWidget(JobWidget):
             self.weights, self.weights_file, self.download_button, self.start_from, self.init_file,
             self.iterations, self.crop,
             self.batch, self.augment, self.device, self.device_info, self.freeze, self.save_to,
-            self.start_button, self.progress, self.preview_button, self.result,
+            self.use_segmentation_button, self.start_button, self.progress, self.preview_button,
+            self.result,
         ]
 
     # -- choices ----------------------------------------------------------------------------
@@ -428,6 +435,47 @@ class FinetuneWidget(JobWidget):
         self._preview_slice = None
         self._pending_preview_target = None
 
+    # -- corrections --------------------------------------------------------------------------
+    def _segmentation_layer(self, paint):
+        """The latest segmentation made by the Segment widget that fits the painted layer."""
+        from napari.layers import Labels
+
+        found = [layer for layer in self.viewer.layers
+                 if isinstance(layer, Labels) and layer is not paint
+                 and "segmentation" in (layer.metadata.get("napari_cem") or {})
+                 and full_data(layer).shape == full_data(paint).shape]
+        return found[-1] if found else None
+
+    def use_segmentation(self) -> int | None:
+        """Copy the segmentation of the slice on screen into the paint (undoable); returns the
+        number of pixels written, None when there is nothing to copy."""
+        paint = self.labels_layer.value
+        seg = self._segmentation_layer(paint) if paint is not None else None
+        if seg is None:
+            notify_error("Segment the image first (Segment widget), with a Labels layer to paint "
+                         "chosen here of the same shape.")
+            return None
+        screen = slice_on_screen(self.viewer, paint)
+        if screen is None:
+            notify_error("Show the image in 2D (any plane) to take the segmentation of that slice.")
+            return None
+        names = [n.strip() for n in self.class_names.value.split(",") if n.strip()]
+        try:
+            lut = paint_values(seg.metadata["napari_cem"]["classes"], names, bool(self.complete.value))
+        except ValueError as exc:
+            notify_error(str(exc))
+            return None
+        values = lut[np.asarray(full_data(seg)[screen.key])]
+        grid = np.indices(values.shape)
+        where = [np.full(values.size, screen.index) if isinstance(k, int) else None for k in screen.key]
+        indices, rest = [], iter(g.ravel() for g in grid)
+        for fixed in where:
+            indices.append(fixed if fixed is not None else next(rest))
+        paint.data_setitem(tuple(indices), values.ravel().astype(paint.data.dtype))
+        self.progress.status.value = (f"{screen.describe()}: the segmentation is now paint; repaint "
+                                      "what is wrong, then train (Ctrl-Z undoes the copy).")
+        return int(values.size)
+
     # -- preview ----------------------------------------------------------------------------
     _pending_preview_target = None
 
@@ -476,6 +524,25 @@ class FinetuneWidget(JobWidget):
                                          translate=layer.translate, opacity=0.5, **units_of(layer))
         out.data[screen.key] = labels2d
         out.refresh()
+
+
+def paint_values(seg_classes, names: list[str], complete: bool) -> np.ndarray:
+    """Painted value of each segmentation value (a lookup table), in this widget's paint
+    convention: a class named in *names* gets its position there (1, 2, ...); the background
+    is 0 (unpainted) with complete slices, else the value named "background", else 1; without
+    names class i is painted i + 1 (value 1 = background)."""
+    lut = []
+    for i, name in enumerate(seg_classes):
+        if name in names:
+            lut.append(names.index(name) + 1)
+        elif i == 0:
+            lut.append(0 if complete else 1)
+        elif names:
+            raise ValueError(f"The segmentation's class '{name}' is not among the class names "
+                             f"({', '.join(names)}): add it there first.")
+        else:
+            lut.append(i + 1)
+    return np.asarray(lut, np.int64)
 
 
 def _train_job(image, labels, options, out_path, progress, should_stop):
