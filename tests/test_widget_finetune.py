@@ -279,3 +279,21 @@ def test_paint_values_follow_the_paint_convention():
     assert list(paint_values(["background", "mito", "er"], ["er", "background", "mito"], False)) == [2, 3, 1]
     with pytest.raises(ValueError, match="not among"):
         paint_values(["background", "mito"], ["er"], complete=True)
+
+
+def test_the_live_preview_follows_the_slice_on_screen(widget, qtbot):
+    shown = []
+    show = widget._show_preview
+    widget._show_preview = lambda target, labels: (shown.append(target[1].index), show(target, labels))
+    widget.iterations.value = 400
+    widget.live_every.value = 0.3
+    widget.viewer.dims.set_current_step(0, 1)
+    widget.start()
+    qtbot.waitUntil(lambda: 1 in shown, timeout=60_000)
+    widget.viewer.dims.set_current_step(0, 2)  # the user moves on: the preview follows
+    qtbot.waitUntil(lambda: 2 in shown, timeout=60_000)
+    widget.stop()
+    _wait_idle(qtbot, widget)
+    assert not widget._live_timer.isActive()  # no preview ticks after training
+    preview = widget.viewer.layers["em preview"]
+    assert preview.data.shape == (3, 96, 96)
