@@ -302,3 +302,27 @@ def test_continuing_needs_the_same_classes(sample):
         run_finetune(sample.image, two, FinetuneConfig(iterations=1, crop_size=64, device="cpu",
                                                        init=parent),
                      classes=["mito", "membrane"], complete_slices=True)
+
+
+def test_paint_added_while_training_is_picked_up(sample):
+    """The user paints another slice during training: its pixels join the training data at
+    the next pick-up, without a restart (complete slices: the whole slice is annotated)."""
+    from napari_cem.train import FinetuneConfig
+
+    labels = np.zeros(sample.labels.shape, np.uint8)
+    labels[1] = (sample.labels[1] == 2)
+    live = labels.copy()
+    steps = []
+
+    def on_step(step):
+        steps.append(step)
+        if step.iteration == 2:
+            live[2] = (sample.labels[2] == 2)  # painted while training
+
+    plane = sample.labels.shape[1] * sample.labels.shape[2]
+    run_finetune(sample.image, labels, FinetuneConfig(iterations=5, crop_size=64, batch_size=2, device="cpu"),
+                 callback=on_step, classes=["mito"], complete_slices=True, live_labels=live, refresh_s=0.0)
+    assert [s.painted for s in steps[:2]] == [plane, plane]
+    assert steps[-1].painted == 2 * plane
+    assert any("paint picked up on 1 slice" in s.message for s in steps)
+    assert (labels[2] == 0).all()  # the caller's array is not changed

@@ -297,3 +297,22 @@ def test_the_live_preview_follows_the_slice_on_screen(widget, qtbot):
     assert not widget._live_timer.isActive()  # no preview ticks after training
     preview = widget.viewer.layers["em preview"]
     assert preview.data.shape == (3, 96, 96)
+
+
+def test_paint_added_during_training_is_used(widget, qtbot, monkeypatch, sample):
+    import napari_cem._widgets.finetune as ft
+
+    monkeypatch.setattr(ft, "PAINT_REFRESH_S", 0.0)  # look at the paint after every iteration
+    statuses = []
+    step_shown = widget._on_step
+    widget._on_step = lambda step: (step_shown(step), statuses.append(widget.progress.status.value))
+    widget.iterations.value = 400
+    paint = widget.viewer.layers["paint"]
+    widget.start()
+    qtbot.waitUntil(lambda: len(statuses) >= 2, timeout=60_000)
+    paint.data[2] = (sample.labels[2] == 2)  # the user paints slice 2 meanwhile
+    qtbot.waitUntil(lambda: any("paint picked up" in s for s in statuses), timeout=60_000)
+    widget.stop()
+    _wait_idle(qtbot, widget)
+    plane = 96 * 96
+    assert f"{plane:,} painted px" in statuses[0] and any(f"{2 * plane:,} painted px" in s for s in statuses)

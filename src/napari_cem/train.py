@@ -57,6 +57,7 @@ class TrainProgress:
     batch_size: int
     seconds: float  # since the start of training
     message: str = ""  # notices such as "GPU out of memory: batch halved to 8"
+    painted: int = 0  # annotated pixels in use (it grows when paint is picked up while training)
     preview: np.ndarray | None = field(default=None, repr=False)
     evaluation: object = None  # what *evaluate(bundle)* returned at this iteration, if asked
 
@@ -240,10 +241,86 @@ def _views(image, target, annotated, planes: str, voxel_size):
     if planes == "all" and image.ndim == 3:
         views += [(img3.transpose(1, 0, 2), tgt3.transpose(1, 0, 2), "xz"),
                   (img3.transpose(2, 0, 1), tgt3.transpose(2, 0, 1), "yz")]
-    ann3 = annotated[None] if image.ndim == 2 else annotated
-    slice_weights = [ann3.sum(axis={"xy": (1, 2), "xz": (0, 2), "yz": (0, 1)}[plane]).astype(np.float64)
-                     for _, _, plane in views]
-    return views, slice_weights
+    return views, _slice_weights(views, annotated[None] if image.ndim == 2 else annotated)
+
+
+def _slice_weights(views, ann3) -> list:
+    """Annotated pixels per slice of each view (where crops are drawn from)."""
+    return [ann3.sum(axis={"xy": (1, 2), "xz": (0, 2), "yz": (0, 1)}[plane]).astype(np.float64)
+            for _, _, plane in views]
+
+
+class _LivePaint:
+    """Paint the user adds or changes while training: every *refresh_s* seconds the live
+    labels are compared with the copy training started from, and the changed slices' targets
+    are rebuilt (the comparison runs in the training thread, never on the UI's)."""
+
+    def __init__(self, live, labels, data: TrainingData, complete_slices: bool, rois, refresh_s: float):
+        self.live, self.labels, self.data = live, labels, data
+        self.complete, self.rois = complete_slices, rois
+        self.refresh_s = float(refresh_s)
+        self.last = time.perf_counter()
+        self.lut = None
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.last >= self.refresh_s
+
+    def pick_up(self) -> str:
+        """Take the changed slices; a note for the user ("" when nothing changed)."""
+        self.last = time.perf_counter()
+        live = np.asarray(self.live)
+        if live.shape != self.labels.shape:
+            return ""
+        live3 = live[None] if live.ndim == 2 else live
+        mine3 = self.labels[None] if self.labels.ndim == 2 else self.labels
+        changed = np.flatnonzero((live3 != mine3).reshape(len(mine3), -1).any(1))
+        if not len(changed):
+            return ""
+        target3 = self.data.views[0][1]  # xy targets; the xz / yz views are views of them
+        old = target3[changed].copy()
+        for z in changed:
+            mine3[z] = live3[z]
+            target3[z] = self._targets_of(mine3, z)
+        annotated = target3 != IGNORE
+        n_annotated = int(annotated.sum())
+        if n_annotated == 0:  # everything erased: keep training on what there was
+            target3[changed] = old
+            return "all paint erased: training goes on with the paint it had"
+        counts = np.bincount(target3[annotated].ravel(), minlength=len(self.data.classes))
+        self.data.fractions = (counts[: len(self.data.classes)] / n_annotated).tolist()
+        self.data.n_annotated = n_annotated
+        self.data.slice_weights = _slice_weights(self.data.views, annotated)
+        new = sorted(set(np.unique(live3[changed]).tolist()) - set(self._value_map()) - {0})
+        note = f"paint picked up on {len(changed)} slice{'s' if len(changed) > 1 else ''}"
+        if new:
+            note += (f"; value{'s' if len(new) > 1 else ''} {', '.join(map(str, new))} "
+                     "are new classes: a new model learns them")
+        return note
+
+    def _value_map(self) -> dict:
+        return self.data.value_map
+
+    def _targets_of(self, labels3, z: int) -> np.ndarray:
+        plane = labels3[z]
+        if self.lut is None or int(plane.max()) >= len(self.lut):
+            size = max(int(plane.max()) + 1, max(self._value_map(), default=0) + 1)
+            self.lut = np.full(size, IGNORE, np.uint8)
+            for v, c in self._value_map().items():
+                self.lut[v] = c
+        target = self.lut[plane]
+        if self.complete:
+            if self.rois:
+                for roi in self.rois:
+                    roi = [int(round(float(r))) for r in roi]
+                    if len(roi) == 5 and roi[0] != z:
+                        continue
+                    y0, x0, y1, x1 = roi[-4:]
+                    region = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+                    sub = target[region]
+                    sub[plane[region] == 0] = 0
+            elif plane.any():
+                target[plane == 0] = 0
+        return target
 
 
 def class_weights(fractions: Sequence[float]) -> list[float]:
@@ -504,6 +581,7 @@ class _Run:
     done: int = 0
     stopped: bool = False
     message: str = ""  # said with the next TrainProgress (crop reduced, batch halved)
+    live: Any = None  # _LivePaint when the paint is picked up while training
 
 
 def finetune(image, labels, config: FinetuneConfig | None = None, *,
@@ -512,7 +590,8 @@ def finetune(image, labels, config: FinetuneConfig | None = None, *,
              should_stop: Callable[[], bool] | None = None,
              preview_request: Callable[[], np.ndarray | None] | None = None,
              evaluate: Callable | None = None, evaluate_at: Sequence[int] = (),
-             data_source: str = "", **settings) -> Iterator[TrainProgress]:
+             data_source: str = "", live_labels=None, refresh_s: float = 10.0,
+             **settings) -> Iterator[TrainProgress]:
     """Fine-tune a U-Net on painted labels; yields ``TrainProgress``, returns a ``ModelBundle``.
 
     *config* holds the settings (:class:`FinetuneConfig`); keyword *settings* override its
@@ -520,7 +599,9 @@ def finetune(image, labels, config: FinetuneConfig | None = None, *,
     may return a 2D uint8 slice: its prediction by the current weights comes back in the
     next ``TrainProgress.preview``. *evaluate(bundle)* is called (model in eval mode) after
     each iteration listed in *evaluate_at*; its result comes back in
-    ``TrainProgress.evaluation`` (validation curves, benchmarks).
+    ``TrainProgress.evaluation`` (validation curves, benchmarks). *live_labels*: the labels
+    array the user keeps painting (the widget's layer data); every *refresh_s* seconds of
+    training its changed slices are picked up without a restart.
     """
     from dataclasses import replace
 
@@ -530,6 +611,9 @@ def finetune(image, labels, config: FinetuneConfig | None = None, *,
                                  voxel_size=voxel_size)
     parent = _parent_bundle(config.init) if config.init is not None else None
     run = _setup(image, data, config, parent)
+    if live_labels is not None:
+        run.live = _LivePaint(live_labels, np.array(labels, copy=True), data, complete_slices, rois,
+                              refresh_s)
     start = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="napari-cem-crops")
     try:
@@ -666,7 +750,24 @@ def _iterate(run: _Run, config: FinetuneConfig, data: TrainingData, pool, start,
             return
         if stepped is None:
             continue  # out of GPU memory: the batch was halved, try again
+        if run.live is not None and run.live.due():
+            _take_new_paint(run, config, data)
         yield _progress(run, config, data, stepped, start, preview_request, evaluate, evaluate_at)
+
+
+def _take_new_paint(run: _Run, config: FinetuneConfig, data: TrainingData) -> None:
+    """Rebuild what the crops are drawn from after the user painted (between iterations)."""
+    import torch
+
+    note = run.live.pick_up()
+    if not note:
+        return
+    if data.n_annotated and sum(w.sum() for w in data.slice_weights) > 0:
+        run.sampler = _CropSampler(data, window_side(run.crop, run.augment), config.random_crop_fraction,
+                                   run.sampler.rng, structure_fraction=config.structure_crop_fraction)
+        if run.n_out > 1:
+            run.class_weights = torch.tensor(class_weights(data.fractions), device=run.device)
+    run.message = "; ".join(m for m in (run.message, note) if m)
 
 
 def _step(run: _Run, imgs, tgts, should_stop):
@@ -735,7 +836,8 @@ def _progress(run: _Run, config, data, stepped, start, preview_request, evaluate
     return TrainProgress(iteration=run.done, total=config.iterations, loss=loss_value,
                          lr=float(run.scheduler.get_last_lr()[0]), train_iou=iou,
                          batch_size=run.batch_size, seconds=time.perf_counter() - start,
-                         message=message, preview=preview, evaluation=evaluation)
+                         message=message, preview=preview, evaluation=evaluation,
+                         painted=data.n_annotated)
 
 
 def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, seconds: float, *,

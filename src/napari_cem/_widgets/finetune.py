@@ -39,6 +39,7 @@ from ._state import state_for
 
 WEIGHT_FILE = "local file ..."
 START_FROM = ("a new model", "the active model", "a model file ...")
+PAINT_REFRESH_S = 10.0  # seconds of training between two looks at the paint
 BACKGROUND_CHOICES = ["auto", "unpainted (0)"] + [str(v) for v in range(1, 21)]
 
 
@@ -389,7 +390,9 @@ class FinetuneWidget(JobWidget):
         except ValueError as exc:
             notify_error(str(exc))
             return None
+        live = full_data(labels_layer)
         options = dict(
+            live_labels=live if isinstance(live, np.ndarray) else None, refresh_s=PAINT_REFRESH_S,
             config=config, classes=names, background_label=background,
             complete_slices=bool(self.complete.value), rois=rois, voxel_size=voxel_size(image_layer),
             preview_request=self._take_preview_request,
@@ -418,10 +421,14 @@ class FinetuneWidget(JobWidget):
     def _on_step(self, step) -> None:
         self.curve.add(step.loss, step.train_iou)
         iou = f", IoU {step.train_iou:.3f}" if step.train_iou is not None else ""
+        notes = [m for m in step.message.split("; ") if m]
+        paint = [m for m in notes if m.startswith(("paint picked up", "all paint erased"))]
         self.progress.step(step.iteration, f"Iteration {step.iteration} / {step.total}: loss "
-                                           f"{step.loss:.4f}{iou}, lr {step.lr:.2e}, batch {step.batch_size}")
-        if step.message:
-            notify_info(step.message)
+                                           f"{step.loss:.4f}{iou}, lr {step.lr:.2e}, batch {step.batch_size}, "
+                                           f"{step.painted:,} painted px" + "".join(f"; {m}" for m in paint))
+        for note in notes:
+            if note not in paint:  # paint pick-ups go in the status line, not in notifications
+                notify_info(note)
         if step.preview is not None and self._pending_preview_target is not None:
             self._show_preview(self._pending_preview_target, step.preview)
             self._pending_preview_target = None
