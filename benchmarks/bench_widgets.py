@@ -8,6 +8,8 @@ Cases (each prints one JSON line; ``--rows`` prints RESULTS.md rows too):
   longest main-thread stall while the widget works (goal < 200 ms).
 * ``cancel``: the seconds from Cancel / Stop to the widget being idle again, per widget,
   pressed while the work is in its slowest step (inside a slice, an iteration, a grouping).
+* ``live``: Fine-tune with the live preview and the paint picked up while a scripted user
+  paints: the longest main-thread stall while training (goal < 200 ms).
 * ``stall``: a fresh viewer: opening the Segment widget and loading a model file at once
   (torch still importing in the background); the longest main-thread stall.
 """
@@ -311,6 +313,73 @@ def cancel_row(r: dict) -> str:
                "; ".join(parts))
 
 
+# -- the refinement loop's live parts ---------------------------------------------------
+def case_live() -> dict:
+    """Fine-tune on 4 VNC slices (1024 x 1024) with the live preview every 3 s and the paint
+    picked up every 2 s while a scripted user paints another slice and changes slice; the
+    longest main-thread stall while training."""
+    from _responsiveness import StallProbe, run_until
+
+    import napari_cem._widgets.finetune as ft
+    from napari_cem._widgets._common import torch_stack_ready, wait_for_torch_stack
+
+    ft.PAINT_REFRESH_S = 2.0
+    image = np.ascontiguousarray(_vnc()[:4])
+    mito = _vnc("stack1_mito.tif")[:4] > 0
+    viewer = _viewer()
+    viewer.add_image(image, name="vnc")
+    paint = np.zeros(image.shape, np.uint8)
+    paint[0] = mito[0]
+    labels = viewer.add_labels(paint, name="paint")
+    widget = ft.FinetuneWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.device.value = "cpu"
+    widget.iterations.value = 60
+    widget.batch.value = 4
+    widget.crop.value = 256
+    widget.complete.value = True
+    widget.class_names.value = "mito"
+    widget.live_every.value = 3.0
+    widget.save_to.value = str(WORK_DIR / "widgets_live.pt")
+    wait_for_torch_stack()
+    run_until(torch_stack_ready, 120)
+    run_until(lambda: False, 1.0)
+    previews, notes = [], []
+    show = widget._show_preview
+    widget._show_preview = lambda target, values: (previews.append(target[1].index), show(target, values))
+    step_shown = widget._on_step
+    widget._on_step = lambda step: (step_shown(step), notes.append(step.message))
+    probe = StallProbe(interval_ms=10)
+    probe.start()
+    t0 = time.perf_counter()
+    widget.start()
+    run_until(lambda: len(notes) >= 3, 600)
+    for y0 in range(0, 1024, 128):  # the user paints slice 1, a band at a time, and looks at it
+        viewer.dims.set_current_step(0, 1)
+        labels.data[1, y0:y0 + 128] = mito[1, y0:y0 + 128]
+        labels.refresh()
+        run_until(lambda: False, 1.0)
+    run_until(lambda: widget._worker is None, 1800)
+    t1 = time.perf_counter()
+    probe.stop()
+    viewer.close()
+    return {"seconds": t1 - t0, "previews": len(previews), "preview_slices": sorted(set(previews)),
+            "pick_ups": sum("paint picked up" in n for n in notes),
+            "longest_stall_while_training_ms": probe.longest_stall_ms_between(t0 + 0.05, t1 - 0.5),
+            "top_stalls_ms_at_s": sorted(((round((g - probe.interval) * 1000), round(e - t0, 1))
+                                          for g, e in zip(probe.gaps, probe.ends)), reverse=True)[:5]}
+
+
+def live_row(r: dict) -> str:
+    top = ", ".join(f"{ms} ms at {at} s" for ms, at in r["top_stalls_ms_at_s"])
+    return row("widgets: Fine-tune on 4 x 1024 x 1024 VNC slices (batch 4, crop 256, 60 iterations, CPU) "
+               "with the live preview every 3 s and the paint picked up every 2 s while a scripted user "
+               "paints slice 1 band by band; 10 ms QTimer probe",
+               f"longest main-thread stall while training {r['longest_stall_while_training_ms']:.0f} ms "
+               f"(goal < 200 ms; top: {top}); {r['previews']} previews shown (slices "
+               f"{r['preview_slices']}), {r['pick_ups']} paint pick-ups, job {r['seconds']:.0f} s")
+
+
 # -- UI stalls in a fresh viewer ----------------------------------------------------------
 def case_stall() -> dict:
     from _responsiveness import StallProbe, run_until
@@ -350,13 +419,13 @@ def stall_row(r: dict) -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=["speed", "cancel", "stall"], required=True)
+    parser.add_argument("--case", choices=["speed", "cancel", "stall", "live"], required=True)
     parser.add_argument("--rows", action="store_true", help="print the RESULTS.md row too")
     parser.add_argument("--only", default="", help="cancel: only the widgets whose name holds this")
     args = parser.parse_args(argv)
     case, make_row = {"speed": (case_speed, speed_row),
                       "cancel": (lambda: case_cancel(args.only), cancel_row),
-                      "stall": (case_stall, stall_row)}[args.case]
+                      "stall": (case_stall, stall_row), "live": (case_live, live_row)}[args.case]
     result = case()
     emit(result)
     if args.rows:
