@@ -118,9 +118,25 @@ def run_loop(image, mito, train, score, args, choose: str) -> list[dict]:
     return out
 
 
+def run_rounds(image, mito, train, score, args) -> list[dict]:
+    """The same paint (every training slice), one first run, then continued rounds: does
+    each restart of the round's schedule keep improving, or collapse?"""
+    user = _User(image, mito, train, score, args)
+    for k in range(len(train)):
+        user.paint_slice(k)
+    user.fit(args.first_iterations)
+    out = [{"round": 0, "iterations": args.first_iterations, "waited_s": user.waited, "iou": user.scored()}]
+    for r in range(1, args.rounds):
+        user.fit(args.round_iterations)
+        out.append({"round": r, "iterations": args.first_iterations + r * args.round_iterations,
+                    "waited_s": user.waited, "iou": user.scored()})
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--strategy", choices=["scratch", "loop", "random", "all"], default="all")
+    parser.add_argument("--strategy", choices=["scratch", "loop", "random", "rounds", "all"], default="all",
+                        help="rounds: the same paint, continued rounds (the monotonic check)")
     parser.add_argument("--split", choices=["forward", "reverse"], default="forward")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--first-iterations", type=int, default=100)
@@ -141,13 +157,17 @@ def main(argv=None) -> int:
     result = {"split": args.split, "seed": args.seed}
     strategies = ["scratch", "loop", "random"] if args.strategy == "all" else [args.strategy]
     for name in strategies:
-        result[name] = (run_scratch(image, mito, train, score, args) if name == "scratch" else
-                        run_loop(image, mito, train, score, args, "uncertainty" if name == "loop" else "random"))
+        if name == "scratch":
+            result[name] = run_scratch(image, mito, train, score, args)
+        elif name == "rounds":
+            result[name] = run_rounds(image, mito, train, score, args)
+        else:
+            result[name] = run_loop(image, mito, train, score, args, "uncertainty" if name == "loop" else "random")
     emit(result)
     if args.rows and not args.quick:
         for name in strategies:
-            steps = "; ".join(f"{c['painted']} slices: IoU {c['iou']:.3f} at {c['waited_s'] / 60:.1f} min"
-                              for c in result[name])
+            steps = "; ".join((f"{c['painted']} slices" if "painted" in c else f"{c['iterations']} it")
+                              + f": IoU {c['iou']:.3f} at {c['waited_s'] / 60:.1f} min" for c in result[name])
             print(row(f"loop: {name}, VNC stack1 mito, train {train[0]}-{train[-1]} score {score[0]}-{score[-1]}, "
                       f"CPU, batch {args.batch}, crop {args.crop}, seed {args.seed}", steps))
     return 0
