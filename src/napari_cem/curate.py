@@ -9,19 +9,18 @@ Qt-free: progress goes through a callback, cancelling through ``should_stop``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ._cancel import Cancelled
+from ._progress import Progress, staged
 
 __all__ = ["CurationResult", "Cancelled", "find_near_duplicates", "hash_volume", "MANIFEST_COLUMNS"]
 
 MANIFEST_COLUMNS = ("source", "plane", "slice", "y", "x", "height", "width", "dhash", "group", "exemplar")
 
 # progress(done, total, stage): stage is "hashing" or "grouping"
-Progress = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -66,7 +65,7 @@ class CurationResult:
             if value is not None:
                 params[key] = value
         g = group_hashes(self.hashes, cutoff=int(params["cutoff"]), method=params["grouping"],
-                         seed=int(params["seed"]), progress=_stage(progress, "grouping"),
+                         seed=int(params["seed"]), progress=staged(progress, "grouping"),
                          should_stop=should_stop)
         return CurationResult(self.source, self.shape, self.provenance, self.hashes,
                               g.group, g.exemplar, params)
@@ -106,12 +105,6 @@ class CurationResult:
             yield (self.source, str(row["plane"]), int(row["slice"]), int(row["y"]), int(row["x"]),
                    int(row["height"]), int(row["width"]), str(hexes[i]), int(self.group[idx[i]]),
                    int(bool(self.exemplar[idx[i]])))
-
-
-def _stage(progress: Progress | None, stage: str):
-    if progress is None:
-        return None
-    return lambda done, total: progress(done, total, stage)
 
 
 def hash_volume(volume, *, planes=("xy",), patch_size: int = 224, min_fraction: float = 0.5,

@@ -11,7 +11,6 @@ the manifest atomically, so an interruption never leaves a manifest naming a mis
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from .._atomic import write_text_atomic
 from .._cancel import Cancelled
+from .._progress import Progress, staged
 from ..curate import MANIFEST_COLUMNS
 from .labels import INFORMATIVE, LabelStore
 from .patchset import PatchSet
@@ -28,7 +28,6 @@ __all__ = ["FILTER_COLUMNS", "ScoredPatches", "filter_export", "labelled_targets
 
 FILTER_COLUMNS = (*MANIFEST_COLUMNS, "p_informative")
 
-Progress = Callable[[int, int, str], None]
 
 
 def labelled_targets(patchset: PatchSet, labels) -> tuple[np.ndarray, np.ndarray]:
@@ -51,10 +50,6 @@ class ScoredPatches:
     features: np.ndarray
 
 
-def _stage(progress, stage):
-    return None if progress is None else (lambda d, t: progress(d, t, stage))
-
-
 def score_patches(patchset: PatchSet, labels, *, model: str = "rf", encoder_weights=None,
                   device="auto", n_jobs: int = 1, encoder_size: int = 224, features=None,
                   progress: Progress | None = None, should_stop=None) -> ScoredPatches:
@@ -71,7 +66,7 @@ def score_patches(patchset: PatchSet, labels, *, model: str = "rf", encoder_weig
     if features is None:
         features, info = compute_features(model, patchset.patches(), encoder_weights=encoder_weights,
                                           device=device, n_jobs=n_jobs, encoder_size=encoder_size,
-                                          progress=_stage(progress, "features"), should_stop=should_stop)
+                                          progress=staged(progress, "features"), should_stop=should_stop)
     if should_stop is not None and should_stop():
         raise Cancelled("training was cancelled")
     if progress is not None:
