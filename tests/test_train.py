@@ -326,3 +326,11 @@ def test_paint_added_while_training_is_picked_up(sample):
     assert steps[-1].painted == 2 * plane
     assert any("paint picked up on 1 slice" in s.message for s in steps)
     assert (labels[2] == 0).all()  # the caller's array is not changed
+
+
+def test_a_picked_up_slice_may_lack_some_painted_values():
+    """Per-slice targets: the lookup covers every mapped value, not only this slice's."""
+    from napari_cem.train import IGNORE, _targets
+
+    np.testing.assert_array_equal(_targets(np.array([[0, 1]], np.uint8), {1: 1, 2: 2, 5: 0}),
+                                  [[IGNORE, 1]])

@@ -192,8 +192,9 @@ def _classes(names, painted: list[int], bg: int):
 
 def _targets(labels: np.ndarray, value_map: dict[int, int]) -> np.ndarray:
     """Output class per pixel; IGNORE where nothing is painted."""
-    if int(labels.max()) <= 65535:
-        lut = np.full(int(labels.max()) + 1, IGNORE, np.uint8)
+    top = max(int(labels.max()), max(value_map, default=0))  # (a slice may lack some values)
+    if top <= 65535:
+        lut = np.full(top + 1, IGNORE, np.uint8)
         for v, c in value_map.items():
             lut[v] = c
         return lut[labels]
@@ -206,26 +207,32 @@ def _targets(labels: np.ndarray, value_map: dict[int, int]) -> np.ndarray:
 def _unpainted_is_background(target, labels, ndim: int, rois) -> None:
     """Complete slices: unpainted pixels inside every ROI (or every slice holding paint)
     become background, in place."""
-    if rois:
-        for roi in rois:
-            roi = [int(round(float(r))) for r in roi]
-            if ndim == 3 and len(roi) == 5:
-                z, y0, x0, y1, x1 = roi
-                region = (slice(z, z + 1), slice(max(y0, 0), y1), slice(max(x0, 0), x1))
-            elif len(roi) == 4:
-                y0, x0, y1, x1 = roi
-                region = (..., slice(max(y0, 0), y1), slice(max(x0, 0), x1))
-            else:
-                raise ValueError(f"An ROI must be (z, y0, x0, y1, x1) for a volume or (y0, x0, y1, x1), got {roi}.")
-            sub = target[region]
-            sub[labels[region] == 0] = 0
-    elif ndim == 2:
-        target[labels == 0] = 0
-    else:
-        for z in range(labels.shape[0]):
-            if labels[z].any():
-                sl = target[z]
-                sl[labels[z] == 0] = 0
+    target3 = target[None] if ndim == 2 else target
+    labels3 = labels[None] if ndim == 2 else labels
+    for z in range(len(labels3)):
+        _unpainted_is_background_in(target3[z], labels3[z], z, ndim, rois)
+
+
+def _unpainted_is_background_in(target, labels, z: int, ndim: int, rois) -> None:
+    """The complete-slices rule for slice *z* (2D *target* and *labels*), in place: inside
+    the ROIs on it (a 4-value ROI is on every slice), else on the whole slice if painted."""
+    if not rois:
+        if labels.any():
+            target[labels == 0] = 0
+        return
+    for roi in rois:
+        roi = [int(round(float(r))) for r in roi]
+        if ndim == 3 and len(roi) == 5:
+            if roi[0] != z:
+                continue
+            y0, x0, y1, x1 = roi[1:]
+        elif len(roi) == 4:
+            y0, x0, y1, x1 = roi
+        else:
+            raise ValueError(f"An ROI must be (z, y0, x0, y1, x1) for a volume or (y0, x0, y1, x1), got {roi}.")
+        region = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
+        sub = target[region]
+        sub[labels[region] == 0] = 0
 
 
 def _views(image, target, annotated, planes: str, voxel_size):
@@ -260,7 +267,6 @@ class _LivePaint:
         self.complete, self.rois = complete_slices, rois
         self.refresh_s = float(refresh_s)
         self.last = time.perf_counter()
-        self.lut = None
 
     def due(self) -> bool:
         return time.perf_counter() - self.last >= self.refresh_s
@@ -290,36 +296,17 @@ class _LivePaint:
         self.data.fractions = (counts[: len(self.data.classes)] / n_annotated).tolist()
         self.data.n_annotated = n_annotated
         self.data.slice_weights = _slice_weights(self.data.views, annotated)
-        new = sorted(set(np.unique(live3[changed]).tolist()) - set(self._value_map()) - {0})
+        new = sorted(set(np.unique(live3[changed]).tolist()) - set(self.data.value_map) - {0})
         note = f"paint picked up on {len(changed)} slice{'s' if len(changed) > 1 else ''}"
         if new:
             note += (f"; value{'s' if len(new) > 1 else ''} {', '.join(map(str, new))} "
                      "are new classes: a new model learns them")
         return note
 
-    def _value_map(self) -> dict:
-        return self.data.value_map
-
     def _targets_of(self, labels3, z: int) -> np.ndarray:
-        plane = labels3[z]
-        if self.lut is None or int(plane.max()) >= len(self.lut):
-            size = max(int(plane.max()) + 1, max(self._value_map(), default=0) + 1)
-            self.lut = np.full(size, IGNORE, np.uint8)
-            for v, c in self._value_map().items():
-                self.lut[v] = c
-        target = self.lut[plane]
+        target = _targets(labels3[z], self.data.value_map)
         if self.complete:
-            if self.rois:
-                for roi in self.rois:
-                    roi = [int(round(float(r))) for r in roi]
-                    if len(roi) == 5 and roi[0] != z:
-                        continue
-                    y0, x0, y1, x1 = roi[-4:]
-                    region = (slice(max(y0, 0), y1), slice(max(x0, 0), x1))
-                    sub = target[region]
-                    sub[plane[region] == 0] = 0
-            elif plane.any():
-                target[plane == 0] = 0
+            _unpainted_is_background_in(target, labels3[z], z, self.labels.ndim, self.rois)
         return target
 
 
