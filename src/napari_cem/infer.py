@@ -37,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from ._cancel import Cancelled, stoppable
-from .uncertainty import plane_disagreement, slice_scores, voxel_uncertainty, voxel_uncertainty_torch
+from .uncertainty import (
+    confidence_range,
+    plane_disagreement,
+    slice_scores,
+    voxel_uncertainty,
+    voxel_uncertainty_torch,
+)
 
 __all__ = [
     "MODES",
@@ -445,7 +451,7 @@ class _Memory:
 
     def plane_disagreement(self, z0, z1) -> np.ndarray:
         """Largest range over the classes of the three planes' confidences (0-1)."""
-        return (self.hi[:, z0:z1].astype(np.int16) - self.lo[:, z0:z1]).max(0).astype(np.float32) / 255.0
+        return confidence_range(self.lo[:, z0:z1], self.hi[:, z0:z1])
 
     def planes_averaged(self) -> None:
         self.acc = self.lo = self.hi = None  # only needed until the average: free them now

@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-__all__ = ["plane_disagreement", "slice_scores", "voxel_uncertainty", "voxel_uncertainty_torch"]
+__all__ = ["confidence_range", "plane_disagreement", "slice_scores", "voxel_uncertainty", "voxel_uncertainty_torch"]
 
 
 def voxel_uncertainty(p: np.ndarray) -> np.ndarray:
@@ -38,8 +38,13 @@ def plane_disagreement(parts) -> np.ndarray:
     """Largest range, over the classes, of the probability the three planes give (uint8
     confidences (C, ...) per plane, 255 = 1.0): 0 when xy, xz and yz agree."""
     stack = np.stack([np.asarray(part) for part in parts])  # (3, C, ...)
-    spread = (stack.max(0).astype(np.int16) - stack.min(0)).max(0)
-    return spread.astype(np.float32) / 255.0
+    return confidence_range(stack.min(0), stack.max(0))
+
+
+def confidence_range(low, high) -> np.ndarray:
+    """Largest range over the classes (axis 0) between the lowest and highest uint8
+    confidences the planes gave: the disagreement, 0-1."""
+    return (np.asarray(high).astype(np.int16) - low).max(0).astype(np.float32) / 255.0
 
 
 def slice_scores(uncertainty) -> np.ndarray:
