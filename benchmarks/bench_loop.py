@@ -8,6 +8,7 @@ pre-trained weights, as in issue 16:
 * ``loop``: round 0 paints one slice and trains 100 iterations; each next round segments the
   training slices with the uncertainty, paints the most uncertain unpainted slice and
   continues 50 iterations from the current model (``FinetuneConfig.init``); 6 rounds;
+* ``spread``: the same, the uncertainty discounted near painted slices (``next_slices``);
 * ``random``: the same with the next slice drawn at random.
 
 Each checkpoint reports the IoU on the scored slices against the cumulative wall time the
@@ -29,11 +30,18 @@ import numpy as np  # noqa: E402
 from _harness import VNC_DIR, emit, row  # noqa: E402
 
 
-def _data(split: str):
-    import tifffile
+def _data(split: str, source: str = "vnc"):
+    if source == "synthetic":  # the anisotropic napari sample's kind of volume, 20 sections
+        from napari_cem.synthetic import make_em_volume
 
-    image = tifffile.imread(VNC_DIR / "stack1_image.tif")
-    mito = (tifffile.imread(VNC_DIR / "stack1_mito.tif") > 0).astype(np.uint8)
+        vol = make_em_volume((20, 384, 384), isotropic=False, seed=0)
+        image = vol.image
+        mito = (vol.labels == vol.class_names.index("mitochondria")).astype(np.uint8)
+    else:
+        import tifffile
+
+        image = tifffile.imread(VNC_DIR / "stack1_image.tif")
+        mito = (tifffile.imread(VNC_DIR / "stack1_mito.tif") > 0).astype(np.uint8)
     first, second = list(range(0, 10)), list(range(10, 20))
     train, score = (first, second) if split == "forward" else (second, first)
     return image, mito, train, score
@@ -53,6 +61,7 @@ class _User:
         self.paint = np.zeros(image[train].shape, np.uint8)  # painted values: 1 = mito
         self.waited = 0.0
         self.bundle = None
+        self.schedule = (None, None)  # (peak lr, warm-up share) of continued rounds; None: the default
 
     def paint_slice(self, k: int) -> None:
         self.paint[k] = self.mito[self.train[k]]
@@ -60,8 +69,9 @@ class _User:
     def fit(self, iterations: int) -> None:
         from napari_cem.train import FinetuneConfig, run_finetune
 
+        lr, warmup = self.schedule if self.bundle is not None else (None, None)
         config = FinetuneConfig(iterations=iterations, batch_size=self.args.batch, crop_size=self.args.crop,
-                                device="cpu", seed=self.args.seed, init=self.bundle)
+                                device="cpu", seed=self.args.seed, init=self.bundle, lr=lr, warmup=warmup)
         t0 = time.perf_counter()
         self.bundle = run_finetune(self.image[self.train], self._painted_only(), config,
                                    classes=["mito"], complete_slices=True)
@@ -108,6 +118,10 @@ def run_loop(image, mito, train, score, args, choose: str) -> list[dict]:
         if choose == "uncertainty":
             scores = user.uncertain_slices()
             k = max(free, key=lambda i: scores[i])
+        elif choose == "spread":  # the uncertainty, discounted near the painted slices
+            from napari_cem.uncertainty import next_slices
+
+            k = next_slices(user.uncertain_slices(), painted, z_spacing_nm=args.z_nm)[0]
         else:
             k = int(rng.choice(free))
         painted.append(k)
@@ -133,11 +147,48 @@ def run_rounds(image, mito, train, score, args) -> list[dict]:
     return out
 
 
+SCHEDULES = {  # continued-round OneCycle shapes compared by --strategy schedule: (peak lr, warm-up share)
+    "restart": (3e-3, 0.3),  # a new model's shape, restarted every round
+    "short warm-up": (3e-3, 0.05),
+    "short warm-up, 1/3 peak": (1e-3, 0.05),
+}
+
+
+def run_schedule(image, mito, train, score, args) -> dict:
+    """The continued round's schedule shapes side by side: one first round (slice 0, the new
+    model's schedule), then, for each shape, rounds that each paint one more slice (the same
+    spread order for every shape) and continue *round_iterations* from the model."""
+    import copy
+
+    first = _User(image, mito, train, score, args)
+    first.paint_slice(0)
+    first.fit(args.first_iterations)
+    out = {"first": {"painted": 1, "waited_s": first.waited, "iou": first.scored()}}
+    order = [len(train) // 2, len(train) - 1, len(train) // 4][: args.rounds - 1]
+    for name, shape in SCHEDULES.items():
+        user = copy.copy(first)
+        user.paint, user.schedule = first.paint.copy(), shape
+        steps = []
+        for k in order:
+            user.paint_slice(k)
+            user.fit(args.round_iterations)
+            steps.append({"painted": int((user.paint.reshape(len(train), -1).any(1)).sum()),
+                          "waited_s": user.waited, "iou": user.scored()})
+        out[name] = steps
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--strategy", choices=["scratch", "loop", "random", "rounds", "all"], default="all",
-                        help="rounds: the same paint, continued rounds (the monotonic check)")
+    parser.add_argument("--strategy", choices=["scratch", "loop", "spread", "random", "rounds", "schedule", "all"],
+                        default="all", help="loop: the most uncertain slice next; spread: the same, "
+                        "discounted near painted slices (uncertainty.next_slices); rounds: the same "
+                        "paint, continued rounds (the monotonic check); schedule: the continued "
+                        "round's OneCycle shapes side by side")
+    parser.add_argument("--z-nm", type=float, default=40.0, help="section thickness (VNC: 40 nm)")
     parser.add_argument("--split", choices=["forward", "reverse"], default="forward")
+    parser.add_argument("--data", choices=["vnc", "synthetic"], default="vnc",
+                        help="synthetic: a 20 x 384 x 384 anisotropic synthetic volume, its mitochondria")
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--first-iterations", type=int, default=100)
     parser.add_argument("--round-iterations", type=int, default=50)
@@ -151,24 +202,37 @@ def main(argv=None) -> int:
     if args.quick:
         args.rounds, args.first_iterations, args.round_iterations, args.scratch_iterations = 2, 2, 2, 2
         args.batch, args.crop = 2, 64
-    image, mito, train, score = _data(args.split)
+    image, mito, train, score = _data(args.split, args.data)
     if args.quick:  # a corner of the slices: seconds, not minutes
         image, mito = image[:, :256, :256], mito[:, :256, :256]
-    result = {"split": args.split, "seed": args.seed}
-    strategies = ["scratch", "loop", "random"] if args.strategy == "all" else [args.strategy]
+    result = {"data": args.data, "split": args.split, "seed": args.seed}
+    strategies = ["scratch", "loop", "spread", "random"] if args.strategy == "all" else [args.strategy]
     for name in strategies:
         if name == "scratch":
             result[name] = run_scratch(image, mito, train, score, args)
         elif name == "rounds":
             result[name] = run_rounds(image, mito, train, score, args)
+        elif name == "schedule":
+            result[name] = run_schedule(image, mito, train, score, args)
         else:
-            result[name] = run_loop(image, mito, train, score, args, "uncertainty" if name == "loop" else "random")
+            result[name] = run_loop(image, mito, train, score, args, {"loop": "uncertainty"}.get(name, name))
     emit(result)
     if args.rows and not args.quick:
+        where = ("VNC stack1 mito" if args.data == "vnc" else "synthetic 20x384x384 mito")
         for name in strategies:
+            if name == "schedule":
+                sched = result[name]
+                steps = "; ".join(f"{k}: " + ", ".join(f"{c['painted']} slices IoU {c['iou']:.3f}" for c in v)
+                                  for k, v in sched.items() if k != "first")
+                print(row(f"loop: continued-round schedule, {where}, train {train[0]}-{train[-1]} score "
+                          f"{score[0]}-{score[-1]}, CPU, batch {args.batch}, crop {args.crop}, seed {args.seed}; "
+                          f"first round slice {train[0]}, {args.first_iterations} it (IoU {sched['first']['iou']:.3f}), "
+                          f"then rounds of {args.round_iterations} it", steps))
+                continue
             steps = "; ".join((f"{c['painted']} slices" if "painted" in c else f"{c['iterations']} it")
+                              + (f" (+{c['slice']})" if "slice" in c else "")
                               + f": IoU {c['iou']:.3f} at {c['waited_s'] / 60:.1f} min" for c in result[name])
-            print(row(f"loop: {name}, VNC stack1 mito, train {train[0]}-{train[-1]} score {score[0]}-{score[-1]}, "
+            print(row(f"loop: {name}, {where}, train {train[0]}-{train[-1]} score {score[0]}-{score[-1]}, "
                       f"CPU, batch {args.batch}, crop {args.crop}, seed {args.seed}", steps))
     return 0
 

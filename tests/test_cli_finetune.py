@@ -76,6 +76,16 @@ def test_finetune_continues_from_a_model_with_init(files, tmp_path, capsys):
     assert main(["finetune", *common, "-o", str(first)]) == 0
     assert main(["finetune", *common, "-o", str(second), "--init", str(first)]) == 0
     assert load_bundle(second).training["lineage"] == {"parent": str(first), "rounds": [2]}
+    # a third class painted: refused with a hint, accepted with --add-classes
+    three = tifffile.imread(files / "labels.tif")
+    three[1, :8, :8] = 3
+    tifffile.imwrite(tmp_path / "three.tif", three, photometric="minisblack")
+    grown = [str(files / "image.tif"), str(tmp_path / "three.tif"), *common[2:-1], "background,mito,er"]
+    capsys.readouterr()
+    assert main(["finetune", *grown, "-o", str(tmp_path / "g.pt"), "--init", str(second)]) == 2
+    assert "new class 'er'" in capsys.readouterr().err and not (tmp_path / "g.pt").exists()
+    assert main(["finetune", *grown, "-o", str(tmp_path / "g.pt"), "--init", str(second), "--add-classes"]) == 0
+    assert load_bundle(tmp_path / "g.pt").classes == ["background", "mito", "er"]
     capsys.readouterr()
     assert main(["finetune", *common, "-o", str(tmp_path / "x.pt"), "--init", str(tmp_path / "gone.pt")]) == 2
     assert "model file not found" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

@@ -86,3 +86,28 @@ def test_failed_save_keeps_the_old_file(bundle, tmp_path, monkeypatch):
         save_bundle(bundle, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+@pytest.mark.parametrize("old", [["background", "mito"], ["background", "mito", "er"]])
+def test_a_widened_head_keeps_the_known_classes(old):
+    """The classes the model knew keep their outputs; one structure's sigmoid becomes the
+    softmax pair (0, logit), so before any training mito's probability only gives up the
+    share the new class takes: p_mito + p_new * p_mito_before = p_mito_before (sigmoid case)."""
+    from napari_cem.model import widen_head
+
+    torch.manual_seed(1)
+    model = build_unet(1 if len(old) == 2 else len(old)).eval()
+    x = torch.randn(1, 1, 64, 64)
+    with torch.no_grad():
+        before = model(x)[0]
+        widen_head(model, old, old + ["membrane"])
+        after = model(x)[0]
+    assert after.shape[0] == len(old) + 1
+    if len(old) == 2:
+        p_before = torch.sigmoid(before[0])
+        p = torch.softmax(after, 0)
+        torch.testing.assert_close(p[1] + p[2] * p_before, p_before, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(after[0], torch.zeros_like(after[0]))
+    else:  # softmax logits of the known classes are unchanged
+        torch.testing.assert_close(after[: len(old)], before)
+    assert after[-1].abs().sum() > 0  # the new class has its own, fresh output

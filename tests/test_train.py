@@ -298,10 +298,36 @@ def test_continuing_needs_the_same_classes(sample):
                                                                 device="cpu"),
                           classes=["mito"], complete_slices=True)
     two = np.where(sample.labels == 2, 1, np.where(sample.labels == 1, 2, 0)).astype(np.uint8)
-    with pytest.raises(ValueError, match=r"new class 'membrane'"):
+    with pytest.raises(ValueError, match=r"new class 'membrane'.*allow new classes"):
         run_finetune(sample.image, two, FinetuneConfig(iterations=1, crop_size=64, device="cpu",
                                                        init=parent),
                      classes=["mito", "membrane"], complete_slices=True)
+    # a class of the model left unpainted is refused even when new ones are allowed
+    only_membrane = (sample.labels == 1).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"no paint for 'mito'"):
+        run_finetune(sample.image, only_membrane, FinetuneConfig(iterations=1, crop_size=64, device="cpu",
+                                                                 init=parent, add_classes=True),
+                     classes=["membrane"], complete_slices=True)
+
+
+def test_new_classes_widen_the_head_when_asked(sample):
+    """add_classes: the round gets an output per painted class (the new one in the loss);
+    the lineage names the class it added."""
+    from napari_cem.train import FinetuneConfig
+
+    labels = (sample.labels == 2).astype(np.uint8)
+    parent = run_finetune(sample.image, labels, FinetuneConfig(iterations=1, crop_size=64, batch_size=2,
+                                                                device="cpu"),
+                          classes=["mito"], complete_slices=True)
+    two = np.where(sample.labels == 2, 1, np.where(sample.labels == 1, 2, 0)).astype(np.uint8)
+    child = run_finetune(sample.image, two, FinetuneConfig(iterations=2, crop_size=64, batch_size=2,
+                                                           device="cpu", init=parent, add_classes=True),
+                         classes=["mito", "membrane"], complete_slices=True)
+    assert child.classes == ["background", "mito", "membrane"]
+    assert child.model.segmentation_head[0].out_channels == 3
+    assert child.training["lineage"]["added_classes"] == ["membrane"]
+    assert np.isfinite(child.training["loss"]).all() and child.training["class_fractions"][2] > 0
+    assert parent.model.segmentation_head[0].out_channels == 1  # the parent is untouched
 
 
 def test_paint_added_while_training_is_picked_up(sample):

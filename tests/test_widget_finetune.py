@@ -223,8 +223,10 @@ def test_a_second_round_continues_from_the_active_model(widget, qtbot, tmp_path,
     messages = []
     monkeypatch.setattr(ft, "notify_error", messages.append)
     widget.start_from.value = "the active model"
+    assert not widget.add_classes.native.isHidden()  # new classes may widen a model continued from
     assert widget.start() is None and "no active model" in messages[-1]  # nothing trained yet
     widget.start_from.value = "a new model"
+    assert widget.add_classes.native.isHidden()
     widget.start()
     _wait_idle(qtbot, widget)
     first = widget.bundle_path

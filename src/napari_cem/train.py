@@ -498,12 +498,15 @@ class FinetuneConfig:
     (``cem500k-mocov2``, ``cem1.5m-swav``; downloaded into the cache when *download*) or a
     checkpoint path. *init*: a model bundle (or its file) to continue from: its whole U-Net
     (encoder and decoder), its normalisation and, with *freeze* "auto", its freeze setting
-    are kept and *weights* is not used; the painted classes must be the bundle's.
+    are kept and *weights* is not used; the painted classes must be the bundle's (with
+    *add_classes*, more: the head is widened and each new class learns from scratch).
     *freeze*: "auto" (= "encoder" with weights, "none" without),
     "encoder" (frozen encoder, BatchNorm statistics kept), "layer4" (only layer4 of the
     encoder trains), "none" (everything trains). Crops: a share *structure_crop_fraction*
     centred on structure pixels, the rest on painted pixels (*random_crop_fraction* of those
-    anywhere in a painted slice). AdamW + OneCycle (max *lr*, *weight_decay*).
+    anywhere in a painted slice). AdamW + OneCycle (peak *lr*, *weight_decay*; *warmup*: the
+    share of the run spent rising to the peak). *lr* and *warmup* None: the defaults of the
+    kind of run (:func:`schedule_shape`: a new model, or a short round continued from one).
     """
 
     weights: str | None = None
@@ -512,7 +515,7 @@ class FinetuneConfig:
     crop_size: int = 512
     batch_size: int = 16
     device: object = "auto"
-    lr: float = 3e-3
+    lr: float | None = None
     weight_decay: float = 0.1
     seed: int = 42
     random_crop_fraction: float = 0.25
@@ -522,6 +525,8 @@ class FinetuneConfig:
     channels_last: str | bool = "auto"
     download: bool = True
     init: object = None  # a ModelBundle, (bundle, its file) or a file: continue from its U-Net
+    add_classes: bool = False  # with init: a painted class the bundle lacks gets a new output
+    warmup: float | None = None
 
     def __post_init__(self):
         for name in ("iterations", "crop_size", "batch_size", "seed"):
@@ -538,6 +543,26 @@ class FinetuneConfig:
             raise ValueError("random_crop_fraction must be between 0 and 1.")
         if not 0 <= self.structure_crop_fraction <= 1:
             raise ValueError("structure_crop_fraction must be between 0 and 1.")
+        if self.lr is not None and not self.lr > 0:
+            raise ValueError(f"lr must be above 0, got {self.lr}.")
+        if self.warmup is not None and not 0 < self.warmup < 1:
+            raise ValueError(f"warmup must be between 0 and 1 (a share of the iterations), got {self.warmup}.")
+
+    def schedule(self) -> tuple[float, float]:
+        """(peak lr, warm-up share) of this run: the fields, or the defaults of its kind."""
+        lr, warmup = schedule_shape(continued=self.init is not None)
+        return (self.lr if self.lr is not None else lr), (self.warmup if self.warmup is not None else warmup)
+
+
+NEW_MODEL_SCHEDULE = (3e-3, 0.3)  # peak lr, warm-up share of a run from a new model
+# ... of a short round continued from a model: its own one cycle; a 5 % warm-up lost, a third
+# of the peak won on 4 of 6 splits and seeds only (bench_loop --strategy schedule, RESULTS.md)
+CONTINUED_SCHEDULE = (3e-3, 0.3)
+
+
+def schedule_shape(continued: bool) -> tuple[float, float]:
+    """The OneCycle (peak lr, warm-up share) of a new model's run or of a continued round."""
+    return CONTINUED_SCHEDULE if continued else NEW_MODEL_SCHEDULE
 
 
 @dataclass
@@ -636,7 +661,7 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
     gen = torch.Generator().manual_seed(config.seed)
     n_out = n_outputs_for(len(data.classes))
     if parent is not None:
-        model, encoder_info, freeze, norms = _continue_from(parent[0], data, config.freeze)
+        model, encoder_info, freeze, norms = _continue_from(parent[0], data, config.freeze, config.add_classes)
     else:
         model = build_unet(n_out)
         encoder_info = load_encoder_weights(model, config.weights, download=config.download)
@@ -649,9 +674,10 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
     _freeze(model, freeze)
     model.to(dev, memory_format=memory_format)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr,
-                                                    total_steps=config.iterations)
+    peak, warmup = config.schedule()
+    optimizer = torch.optim.AdamW(params, lr=peak, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peak, total_steps=config.iterations,
+                                                    pct_start=warmup)
     scaler = torch.amp.GradScaler("cuda", enabled=precision.enabled and precision.dtype == torch.float16)
     weights_ce = torch.tensor(class_weights(data.fractions), device=dev) if n_out > 1 else None
 
@@ -682,20 +708,28 @@ def _parent_bundle(init):
     return load_bundle(init), Path(init)
 
 
-def _continue_from(parent, data: TrainingData, freeze: str):
+def _continue_from(parent, data: TrainingData, freeze: str, add_classes: bool = False):
     """(model, encoder record, freeze, norms) of a round that continues from a bundle: a copy
-    of its whole U-Net (the parent, maybe the viewer's active model, is left untouched)."""
+    of its whole U-Net (the parent, maybe the viewer's active model, is left untouched); with
+    *add_classes*, painted classes the parent lacks get new outputs."""
     import copy
 
-    if list(parent.classes) != list(data.classes):
-        new = [c for c in data.classes if c not in parent.classes]
+    from .model import widen_head
+
+    new = [c for c in data.classes if c not in parent.classes]
+    widen = add_classes and new and data.classes[0] == parent.classes[0] and set(parent.classes) < set(data.classes)
+    if list(parent.classes) != list(data.classes) and not widen:
         missing = [c for c in parent.classes if c not in data.classes]
-        detail = (f"new class {', '.join(map(repr, new))}" if new else
-                  f"no paint for {', '.join(map(repr, missing))}" if missing else "another order")
+        detail = (f"no paint for {', '.join(map(repr, missing))}" if missing else
+                  f"new class {', '.join(map(repr, new))}" if new else "another order")
+        hint = ("" if missing or not new else
+                 " (or allow new classes: the model gets an output for each, learned from scratch)")
         raise ValueError(f"The model to continue from has the classes {', '.join(parent.classes)}; "
                          f"the paint gives {', '.join(data.classes)} ({detail}). Name and paint the "
-                         "same classes, or train a new model.")
+                         f"same classes{hint}, or train a new model.")
     model = copy.deepcopy(parent.model).float().cpu()
+    if widen:
+        widen_head(model, parent.classes, data.classes)
     encoder = dict(getattr(parent, "encoder", None) or {})
     if freeze == "auto":
         freeze = encoder.get("frozen", "none")
@@ -703,15 +737,20 @@ def _continue_from(parent, data: TrainingData, freeze: str):
     return model, encoder, freeze, tuple(float(v) for v in parent.norms)
 
 
-def _lineage(parent) -> dict | None:
-    """The chain of rounds a continued model comes from (parent file, iterations per round)."""
+def _lineage(parent, classes) -> dict | None:
+    """The chain of rounds a continued model comes from (parent file, iterations per round,
+    the classes this round added)."""
     if parent is None:
         return None
     parent, path = parent
     training = dict(getattr(parent, "training", None) or {})
     before = training.get("lineage") or {}
     rounds = list(before.get("rounds", [])) + [int(training.get("iterations", 0))]
-    return {"parent": str(path) if path is not None else before.get("parent"), "rounds": rounds}
+    out = {"parent": str(path) if path is not None else before.get("parent"), "rounds": rounds}
+    added = [c for c in classes if c not in parent.classes]
+    if added:
+        out["added_classes"] = added
+    return out
 
 
 def _iterate(run: _Run, config: FinetuneConfig, data: TrainingData, pool, start, should_stop,
@@ -844,8 +883,8 @@ def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, second
         "device": str(run.info),
         "amp": str(precision.dtype).replace("torch.", "") if precision.enabled else "off",
         "channels_last": run.channels_last, "batch_size": run.batch_size, "crop_size": run.crop,
-        "optimizer": {"name": "AdamW", "max_lr": config.lr, "weight_decay": config.weight_decay,
-                      "schedule": "OneCycle"},
+        "optimizer": {"name": "AdamW", "max_lr": config.schedule()[0], "weight_decay": config.weight_decay,
+                      "schedule": "OneCycle", "warmup": config.schedule()[1]},
         "loss_fn": "BCE" if run.n_out == 1 else "cross-entropy",
         "class_weights": class_weights(data.fractions) if run.n_out > 1 else None,
         "class_fractions": [round(f, 5) for f in data.fractions],
@@ -855,7 +894,7 @@ def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, second
         "complete_slices": bool(complete_slices), "planes": [v[2] for v in data.views],
         "augment": run.augment.as_dict(), "random_crop_fraction": config.random_crop_fraction,
         "structure_crop_fraction": config.structure_crop_fraction, "seed": config.seed,
-        "lineage": _lineage(parent),
+        "lineage": _lineage(parent, data.classes),
     }
     return ModelBundle(model=run.model, classes=list(data.classes), norms=run.norms, crop_size=run.crop,
                        encoder=run.encoder_info, training=training)

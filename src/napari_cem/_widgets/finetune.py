@@ -128,8 +128,7 @@ class FinetuneWidget(JobWidget):
         self.preview_button.changed.connect(lambda: self.preview())
         self.download_button.changed.connect(lambda: self.download())
         self.weights.changed.connect(self._on_weights)
-        self.start_from.changed.connect(
-            lambda value: setattr(self.init_file, "visible", value == START_FROM[2]))
+        self.start_from.changed.connect(self._on_start_from)
         preload_torch_stack_soon()  # seconds of imports, off the UI thread
         preload_labels_display()  # the preview's Labels layer then appears without a stall
         self.state.on_pretrained_weights(self._on_pretrained)
@@ -176,6 +175,9 @@ class FinetuneWidget(JobWidget):
                     "model file: its whole U-Net keeps learning on the current paint (same classes).")
         self.init_file = FileEdit(label="Model file", mode="r", filter="napari-cem model (*.pt)",
                                   visible=False)
+        self.add_classes = CheckBox(label="New classes widen the model", value=False, visible=False,
+                                    tooltip="A painted class the model lacks gets a new output, learned "
+                                            "from scratch; the classes it knows keep what they learned.")
         self.iterations = SpinBox(label="Iterations", value=500, min=1, max=100_000, step=50)
         self.crop = SpinBox(label="Crop size", value=512, min=64, max=2048, step=32,
                             tooltip="Square training crops (multiple of 32); 224-256 for small images.")
@@ -210,7 +212,7 @@ class FinetuneWidget(JobWidget):
         return [
             self.image, self.labels_layer, self.rois, self.class_names, self.background, self.complete,
             self.weights, self.weights_file, self.download_button, self.start_from, self.init_file,
-            self.iterations, self.crop,
+            self.add_classes, self.iterations, self.crop,
             self.batch, self.augment, self.device, self.device_info, self.freeze, self.save_to,
             self.use_segmentation_button, self.start_button, self.progress, self.preview_button,
             self.live_preview, self.live_every, self.result,
@@ -260,6 +262,10 @@ class FinetuneWidget(JobWidget):
         self.weights.choices = ["none", *KNOWN_WEIGHTS, *self._pretrained, WEIGHT_FILE]
         if select:
             self.weights.value = new
+
+    def _on_start_from(self, value) -> None:
+        self.init_file.visible = value == START_FROM[2]
+        self.add_classes.visible = value != START_FROM[0]
 
     def _init_spec(self):
         """What training starts from: None (a new model), the active bundle, or a file."""
@@ -384,7 +390,8 @@ class FinetuneWidget(JobWidget):
 
         try:
             config = FinetuneConfig(
-                init=init, weights=weights, freeze=self.freeze.value, iterations=int(self.iterations.value),
+                init=init, add_classes=bool(self.add_classes.value) and init is not None, weights=weights,
+                freeze=self.freeze.value, iterations=int(self.iterations.value),
                 crop_size=int(self.crop.value), batch_size=int(self.batch.value),
                 device=self.device.value, augment=Augment.preset(self.augment.value))
         except ValueError as exc:

@@ -23,6 +23,9 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="continue from this model bundle (a .pt made by finetune): its whole U-Net, "
                         "normalisation and freeze setting; the painted classes must be its classes")
+    p.add_argument("--add-classes", action="store_true",
+                   help="with --init: a painted class the model lacks gets a new output, learned "
+                        "from scratch (the others keep theirs)")
     p.add_argument("--iterations", type=int_at_least(1), default=500, help="training iterations (default 500)")
     p.add_argument("--crop", type=int_at_least(64), default=512, help="crop size, a multiple of 32 (default 512)")
     p.add_argument("--batch", type=int_at_least(1), default=16, help="crops per iteration (default 16)")
@@ -38,8 +41,9 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
                    help="auto: frozen encoder with weights, everything trains without (default)")
     p.add_argument("--planes", choices=["auto", "xy", "all"], default="auto",
                    help="auto: also xz and yz slices for near-isotropic volumes (default)")
-    p.add_argument("--lr", type=float_in(0, 10, low_open=True), default=3e-3,
-                   help="OneCycle maximum learning rate (default 0.003)")
+    p.add_argument("--lr", type=float_in(0, 10, low_open=True), default=None,
+                   help="OneCycle peak learning rate (default: 0.003 for a new model; a continued "
+                        "round's own default with --init)")
     p.add_argument("--augment", choices=["default", "cem500k"], default="default",
                    help="augmentations: default (quarter turns, flips, +-10%% brightness/contrast; best "
                         "for short runs) or cem500k (the paper's: any angle, random resized crop, +-30%%)")
@@ -94,7 +98,8 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
     bar = progress_bar(total=args.iterations, desc="finetune", unit="it")
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        config = FinetuneConfig(init=args.init, weights=args.weights, freeze=args.freeze,
+        config = FinetuneConfig(init=args.init, add_classes=args.add_classes, weights=args.weights,
+                                freeze=args.freeze,
                                 iterations=args.iterations,
                                 crop_size=args.crop, batch_size=args.batch, device=args.device,
                                 lr=args.lr, seed=args.seed, augment=Augment.preset(args.augment))
