@@ -12,6 +12,7 @@ import torch
 from napari_cem.infer import segment
 from napari_cem.synthetic import make_em_volume
 from napari_cem.uncertainty import (
+    next_slices,
     plane_disagreement,
     slice_scores,
     voxel_uncertainty,
@@ -45,6 +46,18 @@ def test_slice_scores_are_mean_uncertainty_per_slice():
     u[1] = 255
     u[2, :2] = 255
     np.testing.assert_allclose(slice_scores(u), [0.0, 1.0, 0.5])
+
+
+def test_next_slices_skip_painted_ones_and_discount_their_neighbours():
+    scores = [0.9, 0.8, 0.7, 0.1, 0.2, 0.6, 0.3, 0.0]
+    assert next_slices(scores) == [0, 1, 2, 5, 6, 4, 3, 7]  # nothing painted: by score
+    # slice 0 painted, 40 nm sections, 200 nm spread: slice 1 counts 0.2, 2 counts 0.4 ...
+    assert next_slices(scores, painted=[0]) == [5, 6, 2, 1, 4, 3, 7]
+    assert next_slices(scores, painted=[0], spread_nm=0) == [1, 2, 5, 6, 4, 3, 7]
+    # thin FIB-SEM sections (8 nm): every slice lies within 200 nm of slice 0 or 7, so the
+    # weight is 8 nm x distance / 200 nm: slice 2 (0.7 x 0.08) before 5 (0.6 x 0.08), 1, 4 ...
+    assert next_slices(scores, painted=[0, 7], z_spacing_nm=8.0) == [2, 5, 1, 4, 3, 6]
+    assert next_slices([0.5, 0.5], painted=[0, 1]) == []
 
 
 class Pointwise(torch.nn.Module):

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from qtpy.QtCore import QPoint, Qt
 
 from napari_cem._widgets._state import state_for
 from napari_cem._widgets.segment import SegmentWidget
@@ -195,3 +196,13 @@ def test_uncertainty_layer_and_next_most_uncertain_slice(widget, qtbot, monkeypa
     second = widget.next_uncertain_slice()
     assert second != first and scores[second] <= scores[first]
     assert "mean uncertainty" in widget.progress.status.value
+    # the per-slice plot: one bar per slice, a click on a bar goes to that slice
+    plot = widget.slice_plot
+    assert not plot.isHidden() and plot.marked == second
+    np.testing.assert_allclose(plot.scores, scores)
+    last = len(scores) - 1
+    qtbot.mouseClick(plot, Qt.MouseButton.LeftButton, pos=QPoint(plot.width() - 5, plot.height() // 2))
+    assert plot.marked == last
+    assert viewer.dims.point[0] == pytest.approx(viewer.layers["em"].data_to_world((last, 0, 0))[0])
+    viewer.layers.remove(widget._unsure_layer)
+    assert plot.isHidden() and not widget.uncertain_button.enabled

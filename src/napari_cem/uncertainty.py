@@ -13,7 +13,8 @@ import math
 
 import numpy as np
 
-__all__ = ["confidence_range", "plane_disagreement", "slice_scores", "voxel_uncertainty", "voxel_uncertainty_torch"]
+__all__ = ["confidence_range", "next_slices", "plane_disagreement", "slice_scores", "voxel_uncertainty",
+           "voxel_uncertainty_torch"]
 
 
 def voxel_uncertainty(p: np.ndarray) -> np.ndarray:
@@ -58,3 +59,21 @@ def slice_scores(uncertainty) -> np.ndarray:
         block = np.asarray(uncertainty[z0:z0 + step], np.float64)
         out[z0:z0 + len(block)] = block.reshape(len(block), -1).mean(1) / 255.0
     return out
+
+
+SPREAD_NM = 200.0  # slices closer than this to a painted one look much like it (a mitochondrion's radius)
+
+
+def next_slices(scores, painted=(), z_spacing_nm: float = 40.0, spread_nm: float = SPREAD_NM) -> list[int]:
+    """Unpainted slices, the best to correct first: mean uncertainty *scores* discounted near
+    the *painted* slices (weight ``min(1, distance / spread_nm)``), so that the next
+    correction is not a near copy of one already made. No painted slices: by score alone."""
+    scores = np.asarray(scores, np.float64)
+    z = np.arange(len(scores))
+    taken = sorted({int(k) for k in painted if 0 <= int(k) < len(scores)})
+    weight = np.ones(len(scores))
+    if taken and spread_nm > 0:
+        distance = np.abs(z[:, None] - np.asarray(taken)[None, :]).min(1) * float(z_spacing_nm)
+        weight = np.minimum(1.0, distance / spread_nm)
+    free = np.setdiff1d(z, taken)
+    return [int(k) for k in free[np.argsort(-(scores * weight)[free], kind="stable")]]

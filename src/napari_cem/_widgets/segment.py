@@ -26,6 +26,7 @@ from ._common import (
 )
 from ._jobs import JobRunner, JobWidget
 from ._layers import full_data, image_choices, slice_on_screen, units_of, voxel_size
+from ._slice_plot import SliceScores
 from ._state import state_for
 
 _NO_GT = "none"
@@ -89,8 +90,13 @@ class SegmentWidget(JobWidget):
             self.slice_button, self.uncertain_button,
             self.progress, self.ground_truth, self.evaluate_button, self.iou_info,
         ])
+        self.slice_plot = SliceScores(self.go_to_slice, tooltip="Mean uncertainty of each xy slice of the "
+                                                                "last segmentation: click a bar to go there.")
+        self.slice_plot.setVisible(False)
+        layout = self.native.layout()
+        layout.insertWidget(layout.indexOf(self.uncertain_button.native) + 1, self.slice_plot)
         self.iou_table = _make_table()
-        self.native.layout().addWidget(self.iou_table)
+        layout.addWidget(self.iou_table)
         scroll_inside(self)
         self.jobs = JobRunner(self.progress, name="Segmentation", on_running=self._set_running)
 
@@ -123,6 +129,10 @@ class SegmentWidget(JobWidget):
     def _on_layer_removed(self, event) -> None:
         if event.value is self._labels_layer:
             self._labels_layer = None
+        if event.value is self._unsure_layer:
+            self._unsure_layer, self._unsure_order = None, []
+            self.slice_plot.setVisible(False)
+            self._set_running(self.jobs.running)
         for key, layer in list(self._prob_layers.items()):
             if layer is event.value:
                 del self._prob_layers[key]
@@ -301,6 +311,8 @@ class SegmentWidget(JobWidget):
             self._unsure_scores = list(scores)
             self._unsure_next = 0
             self._unsure_layer = layer
+            self.slice_plot.set_scores(scores)
+            self.slice_plot.setVisible(True)
 
     def next_uncertain_slice(self) -> int | None:
         """Show the xy slice of the last segmentation with the highest mean uncertainty, then
@@ -311,15 +323,23 @@ class SegmentWidget(JobWidget):
             return None
         z = order[self._unsure_next % len(order)]
         self._unsure_next += 1
+        self.go_to_slice(z)
+        rank = (self._unsure_next - 1) % len(order) + 1
+        self.progress.status.value = (f"Slice {z}: mean uncertainty {self._unsure_scores[z]:.3f} "
+                                      f"({rank} of {len(order)}, most uncertain first).")
+        return z
+
+    def go_to_slice(self, z: int) -> None:
+        """Show xy slice *z* of the layer the uncertainty was computed on (2D view)."""
+        layer = self._unsure_layer
+        if layer is None or layer not in self.viewer.layers:
+            return
         offset = self.viewer.dims.ndim - layer.ndim
         if self.viewer.dims.ndisplay != 2:
             self.viewer.dims.ndisplay = 2
         self.viewer.dims.order = tuple(range(self.viewer.dims.ndim))
         self.viewer.dims.set_point(offset, float(layer.data_to_world((z, 0, 0))[0]))
-        rank = (self._unsure_next - 1) % len(order) + 1
-        self.progress.status.value = (f"Slice {z}: mean uncertainty {self._unsure_scores[z]:.3f} "
-                                      f"({rank} of {len(order)}, most uncertain first).")
-        return z
+        self.slice_plot.mark(z)
 
     def _evaluate_if_asked(self) -> None:
         if self._evaluate_after:
