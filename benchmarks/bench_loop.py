@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
-from _harness import VNC_DIR, emit, row  # noqa: E402
+from _harness import VNC_DIR, WORK_DIR, emit, row  # noqa: E402
 
 
 def _data(split: str, source: str = "vnc"):
@@ -101,6 +101,11 @@ def run_scratch(image, mito, train, score, args) -> list[dict]:
     for k in range(len(train)):
         user.paint_slice(k)
     user.fit(args.scratch_iterations)
+    if not args.quick:  # kept for the benchmarks that segment with a trained model (bench_tta)
+        from napari_cem.model import save_bundle
+
+        WORK_DIR.mkdir(exist_ok=True)
+        save_bundle(user.bundle, WORK_DIR / f"loop_scratch_{args.data}_{args.split}_seed{args.seed}.pt")
     return [{"round": 0, "painted": len(train), "waited_s": user.waited, "iou": user.scored()}]
 
 

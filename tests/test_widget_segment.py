@@ -72,6 +72,11 @@ def test_segment_adds_then_refreshes_a_labels_layer(widget, qtbot, sample):
     _wait_idle(qtbot, widget)
     assert len(viewer.layers) == n_layers and viewer.layers["em segmentation"] is layer
     assert 0 < layer.data.sum() < (prob.data > 127).sum()
+    assert widget.result.metadata["tta"] == "none"
+    widget.tta.value = "flips"  # test-time augmentation reaches the core
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget.result.metadata["tta"] == "flips"
 
 
 def test_current_slice_only_and_evaluation_table(widget, qtbot, sample):

@@ -177,10 +177,13 @@ class _Predictor:
     """Runs the network on batches of uint8 slices; returns float probabilities on the device."""
 
     def __init__(self, bundle, device="auto", tile=1024, overlap=64, batch_size=None,
-                 precision="auto"):
+                 precision="auto", tta="none"):
         import torch
 
         from .device import autocast_policy, describe_device, select_device
+        from .tta import check_tta
+
+        self.tta = check_tta(tta)
 
         module, self.classes, self.mean, self.std, self.n_out = _model_parts(bundle)
         self.device = select_device(device) if not isinstance(device, torch.device) else device
@@ -236,13 +239,19 @@ class _Predictor:
                              f"{self.n_out} ({'one sigmoid output' if self.n_out == 1 else 'one per class'}).")
         return torch.sigmoid(logits) if self.n_out == 1 else torch.softmax(logits, dim=1)
 
+    def _forward_averaged(self, x, precision: str):
+        """Probabilities of the batch, averaged over the test-time augmentation's transforms."""
+        from .tta import averaged
+
+        return averaged(lambda t: self._forward(t, precision), x, self.tta)
+
     def _forward_checked(self, x):
         """Forward in the chosen precision; the very first time, compare labels with float32."""
         import torch
 
-        probs = self._forward(x, self.precision)
+        probs = self._forward_averaged(x, self.precision)
         if self.precision != "float32" and self.agreement is None:
-            ref = self._forward(x[:2], "float32")  # two slices (or tiles) tell enough
+            ref = self._forward_averaged(x[:2], "float32")  # two slices (or tiles) tell enough
             same = _decide(probs[:2], 0.5) == _decide(ref, 0.5)
             self.agreement = float(same.float().mean().item())
             confident = _margin(ref) >= _CONFIDENT
@@ -256,7 +265,7 @@ class _Predictor:
                               RuntimeWarning, stacklevel=2)
                 if self.fallback:
                     self.precision = "float32"
-                    probs = self._forward(x, "float32")
+                    probs = self._forward_averaged(x, "float32")
             del ref
         return probs.to(torch.float32)
 
@@ -663,6 +672,7 @@ def segment(
     isotropy_tolerance: float = 0.2,
     precision: str = "auto",
     slab: int | None = None,
+    tta: str = "none",
     progress: Callable[[int, int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Segmentation:
@@ -682,6 +692,8 @@ def segment(
     precision: "auto" (bf16/fp16 autocast where it pays; float32 instead if the first
     batch's labels differ from float32 where float32 is confident), "float32", "bf16" or
     "fp16" (kept even if the check disagrees, with a warning).
+    tta: test-time augmentation, "none", "flips" (4 passes) or "d4" (8: quarter turns and
+    flips), the probabilities averaged (:mod:`napari_cem.tta`).
     progress(done, total, stage) is called after every batch; should_stop() is polled and
     a True answer raises napari_cem._cancel.Cancelled (finished slabs of *out* are kept).
     """
@@ -690,7 +702,7 @@ def segment(
                  batch_size=batch_size, device=device, out=out,
                  keep_probabilities=keep_probabilities, keep_uncertainty=keep_uncertainty,
                  voxel_size=voxel_size,
-                 isotropy_tolerance=isotropy_tolerance, precision=precision, slab=slab)
+                 isotropy_tolerance=isotropy_tolerance, precision=precision, slab=slab, tta=tta)
     count = _Count(plan.total, progress)
     count.add(0, plan.stage(plan.planes[0]))  # the total is known before the first slice
     with stoppable(plan.predictor.model, should_stop):
@@ -755,7 +767,7 @@ class _Plan:
             "device": pr.device_name, "precision": pr.precision,
             "float32_agreement": pr.agreement,
             "float32_agreement_confident": pr.confident_agreement, "tile": pr.tile,
-            "overlap": pr.overlap, "batch_size": pr.batch_size, "seconds": round(seconds, 3),
+            "overlap": pr.overlap, "batch_size": pr.batch_size, "tta": pr.tta, "seconds": round(seconds, 3),
             "voxel_size": None if self.voxel_size is None else [float(v) for v in self.voxel_size],
             "warnings": self.notes,
         }
@@ -779,7 +791,7 @@ def _orthoplane_notes(was_2d: bool, shape, voxel_size, tolerance) -> list[str]:
 
 def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device, out,
           keep_probabilities, voxel_size, isotropy_tolerance, precision, slab,
-          keep_uncertainty=False) -> _Plan:
+          keep_uncertainty=False, tta="none") -> _Plan:
     """Check the settings, build the predictor, choose the slabs and the output store."""
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose 'stack' or 'orthoplane'.")
@@ -795,7 +807,7 @@ def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device,
             warnings.warn(note, UserWarning, stacklevel=3)
 
     predictor = _Predictor(bundle, device=device, tile=tile, overlap=overlap,
-                           batch_size=batch_size, precision=precision)
+                           batch_size=batch_size, precision=precision, tta=tta)
     n_out, classes = predictor.n_out, predictor.classes
     dtype = labels_dtype(len(classes))
     planes = ("xy",) if mode == "stack" else ("xy", "xz", "yz")
@@ -806,7 +818,9 @@ def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device,
         fingerprint = hashlib.sha1(repr((shape, mode, threshold, predictor.tile, predictor.overlap,
                                          tuple(classes), predictor.mean, predictor.std,
                                          (keep_probabilities, keep_uncertainty) if keep_uncertainty else keep_probabilities,
-                                         chunks, _model_fingerprint(predictor.model))).encode()).hexdigest()[:20]
+                                         chunks, _model_fingerprint(predictor.model))
+                                        + ((predictor.tta,) if predictor.tta != "none" else ())
+                                        ).encode()).hexdigest()[:20]
         store = _ZarrStore(out, shape, n_out, dtype, mode, keep_probabilities, fingerprint, chunks, classes,
                            keep_uncertainty)
     else:

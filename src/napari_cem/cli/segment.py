@@ -31,6 +31,9 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--uncertainty", action="store_true",
                    help="also write how unsure each voxel is (uint8, 255 = most): OUT_uncertainty.tif, "
                         "or inside the zarr store; the most uncertain slices are listed")
+    p.add_argument("--tta", choices=["none", "flips", "d4"], default="none",
+                   help="test-time augmentation: average over 4 flips or the 8 quarter turns and flips "
+                        "(4x / 8x the time; default none)")
     p.add_argument("--tile", type=int_at_least(32), default=1024,
                    help="largest slice side predicted at once (default 1024)")
     p.add_argument("--batch-size", type=int_at_least(1), default=None,
@@ -78,7 +81,7 @@ def run_segment(args: argparse.Namespace) -> int:
             result = segment(volume, bundle, mode=args.mode, threshold=args.threshold, tile=args.tile,
                              batch_size=args.batch_size, device=args.device,
                              out=out if args.zarr else None, keep_probabilities=args.probabilities,
-                             keep_uncertainty=args.uncertainty,
+                             keep_uncertainty=args.uncertainty, tta=args.tta,
                              voxel_size=meta.voxel_size, progress=progress)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
