@@ -73,6 +73,27 @@ def test_segment_writes_the_uncertainty_and_names_the_worst_slices(model_file, v
     assert "most uncertain slices" in printed and "labels_uncertainty.tif" in printed
 
 
+def test_segment_cleans_up_small_pieces_and_holes(model_file, volume_file, tmp_path, capsys):
+    from napari_cem.cleanup import clean_labels
+
+    out = tmp_path / "labels.tif"
+    assert main(["segment", str(model_file), str(volume_file), "-o", str(out), "--probabilities"]) == 0
+    raw = tifffile.imread(out)
+    # 8 nm pixels: 1,280 nm^2 per slice = 20 px
+    assert main(["segment", str(model_file), str(volume_file), "-o", str(tmp_path / "clean.tif"),
+                 "--min-size", "1280", "--size-unit", "nm", "--fill-holes"]) == 0
+    printed = capsys.readouterr().out
+    cleaned = tifffile.imread(tmp_path / "clean.tif")
+    expect, info = clean_labels(raw, 20, holes=True, per_slice=True)
+    np.testing.assert_array_equal(cleaned, expect)
+    assert f"{info['removed_voxels']:,} voxels of pieces under 20 voxels removed" in printed
+    with tifffile.TiffFile(tmp_path / "clean.tif") as tif:
+        assert json.loads(tif.imagej_metadata["Info"])["cleanup"]["per_slice"] is True
+    assert main(["segment", str(model_file), str(volume_file), "-o", str(tmp_path / "z.zarr"), "--zarr",
+                 "--min-size", "5"]) == 2
+    assert "write a TIFF" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_segment_to_zarr_orthoplane_and_evaluate_against_tiff(model_file, volume_file, tmp_path, capsys):
     store = tmp_path / "labels.zarr"

@@ -77,6 +77,16 @@ def test_segment_adds_then_refreshes_a_labels_layer(widget, qtbot, sample):
     widget.run()
     _wait_idle(qtbot, widget)
     assert widget.result.metadata["tta"] == "flips"
+    widget.min_size.value, widget.fill_holes.value = 50, True  # clean-up, per slice (stack)
+    widget.run()
+    _wait_idle(qtbot, widget)
+    cleaned = widget.result.metadata["cleanup"]
+    assert cleaned["per_slice"] and cleaned["min_size_voxels"] == 50
+    assert "Clean-up:" in widget.progress.status.value
+    from napari_cem.cleanup import clean_labels
+
+    # the cleaned layer holds no piece under 50 px in any slice
+    assert clean_labels(layer.data, 50, per_slice=True)[1]["removed_voxels"] == 0
 
 
 def test_current_slice_only_and_evaluation_table(widget, qtbot, sample):

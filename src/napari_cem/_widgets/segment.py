@@ -10,7 +10,7 @@ be compared with the result: IoU per class (3D and mean of 2D slices) in a table
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, SpinBox
 
 from ..device import DEVICE_CHOICES
 from ._common import (
@@ -72,6 +72,11 @@ class SegmentWidget(JobWidget):
         self.tta = ComboBox(label="Test-time augmentation", choices=["none", "flips", "d4"], value="none",
                             tooltip="Average the prediction over 4 flips or the 8 quarter turns and "
                                     "flips: smoother, 4x / 8x the time.")
+        self.min_size = SpinBox(label="Remove pieces under (voxels)", value=0, min=0, max=10**9, step=10,
+                                tooltip="Clean-up: pieces of a class smaller than this become background "
+                                        "(per slice in stack mode, in 3D in orthoplane mode). 0: keep all.")
+        self.fill_holes = CheckBox(label="Fill holes", value=False,
+                                   tooltip="Clean-up: background enclosed by one class becomes that class.")
         self.keep_probs = CheckBox(label="Show probabilities", value=False,
                                    tooltip="Also add the confidences as Image layer(s) (0-255 = 0-1).")
         self.segment_button = PushButton(text="Segment")
@@ -89,7 +94,7 @@ class SegmentWidget(JobWidget):
         self.iou_info = text_label("")
         super().__init__(widgets=[
             self.model_info, self.model_file, self.load_button, self.image, self.mode, self.mode_note,
-            self.threshold, self.device, self.tta, self.keep_probs, self.keep_uncertainty, self.segment_button,
+            self.threshold, self.device, self.tta, self.min_size, self.fill_holes, self.keep_probs, self.keep_uncertainty, self.segment_button,
             self.slice_button, self.uncertain_button,
             self.progress, self.ground_truth, self.evaluate_button, self.iou_info,
         ])
@@ -210,7 +215,8 @@ class SegmentWidget(JobWidget):
             notify_error("Orthoplane needs a 3D volume; this image is 2D. Use the stack mode.")
             return None
         options = {"mode": mode, "threshold": float(self.threshold.value), "device": self.device.value,
-                   "tta": self.tta.value,
+                   "tta": self.tta.value, "min_size": int(self.min_size.value),
+                   "holes": bool(self.fill_holes.value),
                    "keep_probabilities": bool(self.keep_probs.value),
                    "keep_uncertainty": bool(self.keep_uncertainty.value), "voxel_size": voxel_size(layer)}
         what = f"{screen.describe()} of {layer.name}" if screen is not None else layer.name
@@ -253,8 +259,11 @@ class SegmentWidget(JobWidget):
         what = screen.describe() if screen is not None else "volume"
         fg = ", ".join(f"{name} {100 * float(np.mean(labels == i)):.1f} %"
                        for i, name in enumerate(result.classes) if i > 0)
+        cleaned = result.metadata.get("cleanup")
+        note = (f" Clean-up: {cleaned['removed_voxels']:,} voxels of small pieces removed, "
+                f"{cleaned['filled_voxels']:,} hole voxels filled." if cleaned else "")
         self.progress.finish(f"{layer.name}: {what} segmented in {seconds:.1f} s "
-                             f"({result.metadata.get('precision')}, {result.metadata.get('mode')}); {fg}.")
+                             f"({result.metadata.get('precision')}, {result.metadata.get('mode')}); {fg}.{note}")
         self._evaluate_after = screen is None and self.ground_truth.value is not None
 
     def _show_labels(self, layer, labels, meta) -> None:
@@ -432,7 +441,15 @@ def _segment_job(data, bundle, options: dict, progress, should_stop):
 
         progress(0, 0, "standardising")
         volume, _info = standardize(data, rgb=False)
+    from ..cleanup import clean_segmentation
+
+    options = dict(options)
+    min_size, holes = options.pop("min_size", 0), options.pop("holes", False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # they are in result.metadata["warnings"]
-        return segment(volume=volume, bundle=bundle, progress=progress, should_stop=should_stop,
-                       **options)
+        result = segment(volume=volume, bundle=bundle, progress=progress, should_stop=should_stop,
+                         **options)
+    if min_size or holes:
+        progress(0, 0, "cleaning up the labels")
+        clean_segmentation(result, min_size, holes)
+    return result

@@ -34,6 +34,13 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", choices=["none", "flips", "d4"], default="none",
                    help="test-time augmentation: average over 4 flips or the 8 quarter turns and flips "
                         "(4x / 8x the time; default none)")
+    p.add_argument("--min-size", type=float_in(0, 1e18), default=0, metavar="SIZE",
+                   help="remove pieces of a class under SIZE (voxels; nm^3 / nm^2 with --size-unit nm), "
+                        "per xy slice in stack mode, in 3D in orthoplane mode (default 0: keep all)")
+    p.add_argument("--size-unit", choices=["voxels", "nm"], default="voxels",
+                   help="unit of --min-size (nm needs the voxel size of the input)")
+    p.add_argument("--fill-holes", action="store_true",
+                   help="background enclosed by one class becomes that class (per slice / 3D as above)")
     p.add_argument("--tile", type=int_at_least(32), default=1024,
                    help="largest slice side predicted at once (default 1024)")
     p.add_argument("--batch-size", type=int_at_least(1), default=None,
@@ -62,6 +69,8 @@ def run_segment(args: argparse.Namespace) -> int:
         raise CLIError(f"output '{out}' exists and is not a zarr store (a folder)")
     if not args.zarr and out.is_dir():
         raise CLIError(f"output '{out}' is a folder; give a .tif file name, or add --zarr")
+    if args.zarr and (args.min_size or args.fill_holes):
+        raise CLIError("--min-size and --fill-holes clean labels held in memory: write a TIFF (no --zarr)")
     if args.zarr:
         check_writable_folder(out if out.exists() else out.parent, "zarr store's folder")
     else:
@@ -83,6 +92,7 @@ def run_segment(args: argparse.Namespace) -> int:
                              out=out if args.zarr else None, keep_probabilities=args.probabilities,
                              keep_uncertainty=args.uncertainty, tta=args.tta,
                              voxel_size=meta.voxel_size, progress=progress)
+        clean(result, args, meta.voxel_size)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     finally:
@@ -91,7 +101,7 @@ def run_segment(args: argparse.Namespace) -> int:
         if issubclass(w.category, (UserWarning, RuntimeWarning)):
             print(f"napari-cem segment: warning: {w.message}", file=sys.stderr)
     info = {"classes": result.classes, "source": meta.source, "voxel_size": meta.voxel_size,
-            **{k: result.metadata.get(k) for k in ("mode", "threshold", "precision", "device")}}
+            **{k: result.metadata.get(k) for k in ("mode", "threshold", "precision", "device", "tta", "cleanup")}}
     written, code = [out], 0
     if not args.zarr:
         saved, code = _save(lambda p: write_labels_tiff(p, result.labels, meta.voxel_size, info),
@@ -125,3 +135,15 @@ def run_segment(args: argparse.Namespace) -> int:
         print("most uncertain slices (z: mean uncertainty): "
               + ", ".join(f"{z}: {scores[z]:.3f}" for z in worst))
     return code
+
+
+def clean(result, args: argparse.Namespace, voxel_size) -> None:
+    """--min-size / --fill-holes on the in-memory result, and what they changed."""
+    from ..cleanup import clean_segmentation
+
+    clean_segmentation(result, args.min_size, args.fill_holes, args.size_unit, voxel_size)
+    done = result.metadata.get("cleanup")
+    if done:
+        print(f"clean-up ({'per slice' if done['per_slice'] else '3D'}): {done['removed_voxels']:,} voxels "
+              f"of pieces under {done['min_size_voxels']:,} voxels removed, {done['filled_voxels']:,} "
+              "hole voxels filled")
