@@ -10,23 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from _tiny_models import Pointwise
+
 from napari_cem.infer import segment
 from napari_cem.synthetic import make_em_volume
 from napari_cem.tta import TTA_PASSES, averaged
-
-
-class Pointwise(torch.nn.Module):
-    """Logit = 4 x - 1 per pixel: equivariant under every flip and turn by construction."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1, 1, 1)
-        with torch.no_grad():
-            self.conv.weight.fill_(4.0)
-            self.conv.bias.fill_(-1.0)
-
-    def forward(self, x):
-        return self.conv(x)
 
 
 class Skewed(torch.nn.Module):

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from _tiny_models import Pointwise
+
 from napari_cem.infer import segment
 from napari_cem.synthetic import make_em_volume
 from napari_cem.uncertainty import (
@@ -58,20 +60,6 @@ def test_next_slices_skip_painted_ones_and_discount_their_neighbours():
     # weight is 8 nm x distance / 200 nm: slice 2 (0.7 x 0.08) before 5 (0.6 x 0.08), 1, 4 ...
     assert next_slices(scores, painted=[0, 7], z_spacing_nm=8.0) == [2, 5, 1, 4, 3, 6]
     assert next_slices([0.5, 0.5], painted=[0, 1]) == []
-
-
-class Pointwise(torch.nn.Module):
-    """Logit = 4 (x - 0.25): a function of each pixel alone (the same in every plane)."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = torch.nn.Conv2d(1, 1, 1)
-        with torch.no_grad():
-            self.conv.weight.fill_(4.0)
-            self.conv.bias.fill_(-1.0)
-
-    def forward(self, x):
-        return self.conv(x)
 
 
 @pytest.fixture(scope="module")
