@@ -34,6 +34,7 @@ BAD_VALUES = [
     ("segment", "--threshold", "1.5", "at most 1"),
     ("segment", "--threshold", "-0.1", "between 0 and 1"),
     ("segment", "--tile", "16", "must be 32 or more"),
+    ("segment", "--min-size", "-5", "between 0 and"),
     ("segment", "--batch-size", "0", "must be 1 or more"),
     ("segment", "--batch-size", "-3", "must be 1 or more"),
     ("segment", "--timepoint", "-1", "must be 0 or more"),
