@@ -145,6 +145,7 @@ WIDGET_FIELDS = [
     ("FinetuneWidget", "iterations", 1, 100_000), ("FinetuneWidget", "crop", 64, 2048),
     ("FinetuneWidget", "batch", 1, 256), ("FinetuneWidget", "live_every", 0.0, 600.0),
     ("SegmentWidget", "threshold", 0.0, 1.0),
+    ("SegmentWidget", "min_size", 0, 10**9),
     ("PretrainWidget", "epochs", 1, 10_000), ("PretrainWidget", "batch", 2, 4096),
     ("PretrainWidget", "queue", 2, 1_048_576), ("PretrainWidget", "lr", 0.0001, 1.0),
     ("PretrainWidget", "max_minutes", 0.0, 100_000.0),
