@@ -68,8 +68,8 @@ class SliceScores(QWidget):
             p.fillRect(QRectF(4 + z * step, h - 14 - bar, max(1.0, step - 1), bar),
                        _MARKED if z == self.marked else _BAR)
         p.setPen(_TEXT)
-        label = f"mean uncertainty per slice (max {top:.3f})"
+        label = f"uncertainty per slice, max {top:.3f}"
         if self.marked is not None:
-            label = f"slice {self.marked}: {self.scores[self.marked]:.3f}  |  " + label
+            label = f"slice {self.marked}: {self.scores[self.marked]:.3f}, max {top:.3f}"
         p.drawText(6, h - 2, label)
         p.end()

@@ -69,10 +69,10 @@ class SegmentWidget(JobWidget):
                                               "probable one.")
         self.device = ComboBox(label="Device", choices=list(DEVICE_CHOICES), value="auto",
                                tooltip="auto: CUDA GPU, then Apple MPS, then CPU.")
-        self.tta = ComboBox(label="Test-time augmentation", choices=["none", "flips", "d4"], value="none",
-                            tooltip="Average the prediction over 4 flips or the 8 quarter turns and "
+        self.tta = ComboBox(label="TTA", choices=["none", "flips", "d4"], value="none",
+                            tooltip="Test-time augmentation: average the prediction over 4 flips or the 8 quarter turns and "
                                     "flips: smoother, 4x / 8x the time.")
-        self.min_size = SpinBox(label="Remove pieces under (voxels)", value=0, min=0, max=10**9, step=10,
+        self.min_size = SpinBox(label="Min. piece (voxels)", value=0, min=0, max=10**9, step=10,
                                 tooltip="Clean-up: pieces of a class smaller than this become background "
                                         "(per slice in stack mode, in 3D in orthoplane mode). 0: keep all.")
         self.fill_holes = CheckBox(label="Fill holes", value=False,
