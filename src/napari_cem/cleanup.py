@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["clean_labels", "clean_segmentation", "fill_holes", "min_size_voxels", "remove_small"]
+__all__ = ["clean_labels", "clean_segmentation", "describe", "fill_holes", "min_size_voxels", "remove_small"]
 
 
 def min_size_voxels(size: float, unit: str = "voxels", voxel_size=None, per_slice: bool = False) -> int:
@@ -105,3 +105,12 @@ def clean_segmentation(result, min_size: float = 0, holes: bool = False, unit: s
     size = min_size_voxels(min_size, unit, voxel_size, per_slice) if min_size else 0
     result.labels, info = clean_labels(result.labels, size, holes, per_slice)
     result.metadata["cleanup"] = info
+
+
+def describe(info: dict | None) -> str:
+    """What a clean-up changed (its ``metadata["cleanup"]``), in words; "" when none ran."""
+    if not info:
+        return ""
+    where = "per slice" if info["per_slice"] else "in 3D"
+    return (f"{info['removed_voxels']:,} voxels of pieces under {info['min_size_voxels']:,} voxels removed, "
+            f"{info['filled_voxels']:,} hole voxels filled ({where})")

@@ -46,25 +46,22 @@ def n_outputs_for(n_classes: int) -> int:
 
 def widen_head(model, old_classes: Sequence[str], new_classes: Sequence[str]) -> None:
     """Give *model* (trained for *old_classes*) the outputs of *new_classes* (those and more),
-    in place: each
-    class it knew keeps its learned output, a new class starts from a fresh one. One
-    structure (a sigmoid logit l) becomes the softmax pair (0, l), the same probability."""
+    in place: each class it knew keeps its learned output, a new class starts from a fresh
+    one. One structure (a sigmoid logit l) becomes the softmax pair (0, l), the same probability."""
     import torch
 
     old_conv = model.segmentation_head[0]
     new_conv = type(old_conv)(old_conv.in_channels, n_outputs_for(len(new_classes)),
                               kernel_size=old_conv.kernel_size, padding=old_conv.padding)
+    weight, bias = old_conv.weight, old_conv.bias
+    if len(old_classes) == 2:  # sigmoid: the background's logit is 0
+        weight = torch.cat([torch.zeros_like(weight), weight])
+        bias = torch.cat([torch.zeros_like(bias), bias])
     with torch.no_grad():
-        if len(old_classes) == 2:  # sigmoid: the background's logit is 0
-            kept = {old_classes[1]: old_conv.weight[0]}
-            bias = {old_classes[1]: old_conv.bias[0]}
-            kept[old_classes[0]], bias[old_classes[0]] = torch.zeros_like(old_conv.weight[0]), old_conv.bias[0] * 0
-        else:
-            kept = {c: old_conv.weight[i] for i, c in enumerate(old_classes)}
-            bias = {c: old_conv.bias[i] for i, c in enumerate(old_classes)}
         for i, c in enumerate(new_classes):  # more than two: softmax outputs, one per class
-            if c in kept:
-                new_conv.weight[i], new_conv.bias[i] = kept[c], bias[c]
+            if c in old_classes:
+                j = list(old_classes).index(c)
+                new_conv.weight[i], new_conv.bias[i] = weight[j], bias[j]
     model.segmentation_head[0] = new_conv.to(old_conv.weight.device, old_conv.weight.dtype)
 
 

@@ -717,7 +717,7 @@ def _continue_from(parent, data: TrainingData, freeze: str, add_classes: bool = 
     from .model import widen_head
 
     new = [c for c in data.classes if c not in parent.classes]
-    widen = add_classes and new and data.classes[0] == parent.classes[0] and set(parent.classes) < set(data.classes)
+    widen = add_classes and data.classes[0] == parent.classes[0] and set(parent.classes) < set(data.classes)
     if list(parent.classes) != list(data.classes) and not widen:
         missing = [c for c in parent.classes if c not in data.classes]
         detail = (f"no paint for {', '.join(map(repr, missing))}" if missing else
@@ -883,8 +883,8 @@ def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, second
         "device": str(run.info),
         "amp": str(precision.dtype).replace("torch.", "") if precision.enabled else "off",
         "channels_last": run.channels_last, "batch_size": run.batch_size, "crop_size": run.crop,
-        "optimizer": {"name": "AdamW", "max_lr": config.schedule()[0], "weight_decay": config.weight_decay,
-                      "schedule": "OneCycle", "warmup": config.schedule()[1]},
+        "optimizer": dict(zip(("max_lr", "warmup"), config.schedule()), name="AdamW",
+                          weight_decay=config.weight_decay, schedule="OneCycle"),
         "loss_fn": "BCE" if run.n_out == 1 else "cross-entropy",
         "class_weights": class_weights(data.fractions) if run.n_out > 1 else None,
         "class_fractions": [round(f, 5) for f in data.fractions],

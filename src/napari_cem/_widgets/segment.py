@@ -215,12 +215,12 @@ class SegmentWidget(JobWidget):
             notify_error("Orthoplane needs a 3D volume; this image is 2D. Use the stack mode.")
             return None
         options = {"mode": mode, "threshold": float(self.threshold.value), "device": self.device.value,
-                   "tta": self.tta.value, "min_size": int(self.min_size.value),
-                   "holes": bool(self.fill_holes.value),
+                   "tta": self.tta.value,
                    "keep_probabilities": bool(self.keep_probs.value),
                    "keep_uncertainty": bool(self.keep_uncertainty.value), "voxel_size": voxel_size(layer)}
         what = f"{screen.describe()} of {layer.name}" if screen is not None else layer.name
-        return self.jobs.start(_segment_job, data, bundle, options, message=f"Segmenting {what} ...",
+        cleanup = (int(self.min_size.value), bool(self.fill_holes.value))
+        return self.jobs.start(_segment_job, data, bundle, options, cleanup, message=f"Segmenting {what} ...",
                                on_result=lambda r: self._on_result(layer, r, screen),
                                then=self._evaluate_if_asked,
                                cancelled="Cancelled; the previous result is unchanged.")
@@ -259,9 +259,10 @@ class SegmentWidget(JobWidget):
         what = screen.describe() if screen is not None else "volume"
         fg = ", ".join(f"{name} {100 * float(np.mean(labels == i)):.1f} %"
                        for i, name in enumerate(result.classes) if i > 0)
-        cleaned = result.metadata.get("cleanup")
-        note = (f" Clean-up: {cleaned['removed_voxels']:,} voxels of small pieces removed, "
-                f"{cleaned['filled_voxels']:,} hole voxels filled." if cleaned else "")
+        from ..cleanup import describe
+
+        cleaned = describe(result.metadata.get("cleanup"))
+        note = f" Clean-up: {cleaned}." if cleaned else ""
         self.progress.finish(f"{layer.name}: {what} segmented in {seconds:.1f} s "
                              f"({result.metadata.get('precision')}, {result.metadata.get('mode')}); {fg}.{note}")
         self._evaluate_after = screen is None and self.ground_truth.value is not None
@@ -428,8 +429,9 @@ def _load_job(path, progress):
     return load_bundle(path)
 
 
-def _segment_job(data, bundle, options: dict, progress, should_stop):
-    """Worker: standardise if needed, segment; returns the Segmentation."""
+def _segment_job(data, bundle, options: dict, cleanup: tuple, progress, should_stop):
+    """Worker: standardise if needed, segment, clean up (min size, fill holes) when asked;
+    returns the Segmentation."""
     import warnings
 
     wait_for_torch_stack(progress)
@@ -443,8 +445,7 @@ def _segment_job(data, bundle, options: dict, progress, should_stop):
         volume, _info = standardize(data, rgb=False)
     from ..cleanup import clean_segmentation
 
-    options = dict(options)
-    min_size, holes = options.pop("min_size", 0), options.pop("holes", False)
+    min_size, holes = cleanup
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # they are in result.metadata["warnings"]
         result = segment(volume=volume, bundle=bundle, progress=progress, should_stop=should_stop,

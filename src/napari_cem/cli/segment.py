@@ -139,11 +139,8 @@ def run_segment(args: argparse.Namespace) -> int:
 
 def clean(result, args: argparse.Namespace, voxel_size) -> None:
     """--min-size / --fill-holes on the in-memory result, and what they changed."""
-    from ..cleanup import clean_segmentation
+    from ..cleanup import clean_segmentation, describe
 
     clean_segmentation(result, args.min_size, args.fill_holes, args.size_unit, voxel_size)
-    done = result.metadata.get("cleanup")
-    if done:
-        print(f"clean-up ({'per slice' if done['per_slice'] else '3D'}): {done['removed_voxels']:,} voxels "
-              f"of pieces under {done['min_size_voxels']:,} voxels removed, {done['filled_voxels']:,} "
-              "hole voxels filled")
+    if result.metadata.get("cleanup"):
+        print(f"clean-up: {describe(result.metadata['cleanup'])}")
