@@ -77,7 +77,7 @@ def case_speed(args) -> list[str]:
         gen = finetune(vol.image, labels, iterations=warm + n, crop_size=args.crop,
                        batch_size=args.batch, device=args.device, freeze=args.freeze,
                        amp=args.amp if args.amp != "auto" else "auto", complete_slices=False,
-                       channels_last=args.channels_last)
+                       channels_last=args.channels_last, arch=args.arch)
         for _ in range(warm):
             next(gen)
         _sync(device)
@@ -86,7 +86,7 @@ def case_speed(args) -> list[str]:
             step = next(gen)
         _sync(device)
         seconds = time.perf_counter() - t0
-        label = (f"napari_cem.train.finetune, freeze {args.freeze}, amp {args.amp}, "
+        label = (f"napari_cem.train.finetune, U-Net {args.arch}, freeze {args.freeze}, amp {args.amp}, "
                  f"channels_last {args.channels_last}")
         if step.batch_size != args.batch:
             label += f", batch halved to {step.batch_size} (OOM)"
@@ -99,7 +99,8 @@ def case_speed(args) -> list[str]:
         if args.note:
             figure += f" ({args.note})"
     return [row(f"finetune speed {device.type} b{args.batch} c{args.crop} "
-                f"{'plain' if args.plain else 'frozen' if args.freeze == 'encoder' else args.freeze}", figure)]
+                f"{'plain' if args.plain else 'frozen' if args.freeze == 'encoder' else args.freeze}"
+                + ("" if args.plain or args.arch == "auto" else f" {args.arch}"), figure)]
 
 
 def _plain_loop(image, labels, device, batch, crop, warm, n) -> float:
@@ -225,6 +226,7 @@ def case_quality(args) -> list[str]:
                    amp=args.amp, evaluate=evaluate, evaluate_at=eval_at, lr=args.lr,
                    random_crop_fraction=args.random_fraction, augment=_augment(args),
                    structure_crop_fraction=getattr(args, "structure_fraction", 0.5),
+                   arch=args.arch, seed=args.seed, encoder_bn=args.encoder_bn,
                    data_source="VNC stack1 slices 0-9")
     results = []
     t0 = time.perf_counter()
@@ -259,8 +261,9 @@ def case_quality(args) -> list[str]:
     enc = bundle.encoder
     a = bundle.training["augment"]
     figure = (f"3D IoU mito on slices 10-19 = {results[-1][2]:.3f} after {results[-1][0]} iterations "
-              f"({results[-1][1]:.0f} s training); curve: {curve}. Training: {few}; encoder "
-              f"{enc['name']} ({enc['frozen']} frozen); batch {args.batch}, crop {args.crop}, "
+              f"({results[-1][1]:.0f} s training); curve: {curve}. Training: {few}; U-Net {bundle.arch}, "
+              f"seed {args.seed}; encoder {enc['name']} ({enc['frozen']} frozen, BatchNorm "
+              f"{enc.get('batchnorm')}); batch {args.batch}, crop {args.crop}, "
               f"amp {bundle.training['amp']}, lr {args.lr}, random crops {args.random_fraction}, "
               f"zoom {a['scale']}, rotation {a['angles'] if a['rotate'] else 'none'}, "
               f"brightness/contrast +-{a['brightness']}/{a['contrast']}, "
@@ -352,6 +355,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--crop", type=int, default=None, help="default: 512 on a GPU, 256 on the CPU")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--freeze", default="auto", choices=["auto", "encoder", "layer4", "none"])
+    p.add_argument("--arch", default="auto", choices=["auto", "resnet50", "resnet34", "resnet18", "resnet18-slim"])
+    p.add_argument("--encoder-bn", default="keep", choices=["keep", "adapt"])
+    p.add_argument("--seed", type=int, default=42, help="quality: training seed")
     p.add_argument("--amp", default="auto", help="auto | off")
     p.add_argument("--channels-last", default="auto", help="auto | on | off")
     p.add_argument("--plain", action="store_true", help="speed: time the plain smp baseline loop")

@@ -40,6 +40,26 @@ def test_finetune_writes_a_bundle(files, tmp_path, capsys):
     assert bundle.training["augment"]["angles"] == "right"  # the default preset
 
 
+def test_finetune_takes_the_model_and_the_encoder_batchnorm(files, tmp_path, capsys):
+    import torch
+
+    from napari_cem.model import build_unet
+
+    weights = tmp_path / "r18.pt"
+    torch.save({"state_dict": build_unet(1, "resnet18").state_dict()}, weights)
+    out = tmp_path / "small.pt"
+    rc = main(["finetune", str(files / "image.tif"), str(files / "labels.tif"), "-o", str(out),
+               "--iterations", "1", "--crop", "64", "--batch", "2", "--device", "cpu",
+               "--weights", str(weights), "--encoder-bn", "adapt"])
+    assert rc == 0 and "model U-Net ResNet18 (the encoder weights)" in capsys.readouterr().err
+    bundle = load_bundle(out)
+    assert bundle.arch == "resnet18" and bundle.encoder["batchnorm"] == "adapt"
+    rc = main(["finetune", str(files / "image.tif"), str(files / "labels.tif"), "-o", str(out),
+               "--iterations", "1", "--crop", "64", "--batch", "2", "--device", "cpu",
+               "--weights", str(weights), "--arch", "resnet50"])
+    assert rc == 2 and "encoder weights are a ResNet18, not a ResNet50" in capsys.readouterr().err
+
+
 def test_finetune_takes_the_paper_augmentations(files, tmp_path):
     out = tmp_path / "paper.pt"
     rc = main(["finetune", str(files / "image.tif"), str(files / "labels.tif"), "-o", str(out),

@@ -140,7 +140,7 @@ def test_wrong_architecture_is_refused(tmp_path):
     import torchvision
 
     path = _save(torchvision.models.resnet18().state_dict(), tmp_path / "resnet18.pth")
-    with pytest.raises(ValueError, match="other shapes"):
+    with pytest.raises(ValueError, match="resnet18.pth is a ResNet18 encoder; the U-Net has a ResNet50"):
         W.load_encoder_weights(build_unet(1), path)
 
 
@@ -156,7 +156,7 @@ def test_corrupt_and_code_files_are_refused(tmp_path):
         W.read_checkpoint(code)
     assert "weights_only" not in str(refused.value) and "pathlib" in str(refused.value)
     other = _save({"weights": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(ValueError, match="not a ResNet50 checkpoint"):
+    with pytest.raises(ValueError, match="not a ResNet checkpoint"):
         W.load_encoder_weights(build_unet(1), other)
     with pytest.raises(ValueError, match="not found"):
         W.load_encoder_weights(build_unet(1), tmp_path / "missing.pth")

@@ -1,4 +1,5 @@
-"""The segmentation model: an smp U-Net with a ResNet50 encoder, and its one-file bundle.
+"""The segmentation model: an smp U-Net with a ResNet encoder (50, as CEM500K; or the
+CPU-sized 18 / 34, and a ResNet18 with a narrower decoder), and its one-file bundle.
 
 A *model bundle* is one file (``torch.save`` of plain data: tensors, numbers, strings,
 lists, dicts) holding the weights, the architecture, the class names, the normalisation,
@@ -21,21 +22,56 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BUNDLE_FORMAT", "ModelBundle", "build_unet", "forward_logits", "load_bundle",
-           "predict_slice", "save_bundle"]
+__all__ = ["ARCHS", "BUNDLE_FORMAT", "ENCODERS", "ModelBundle", "arch_name", "build_unet", "encoder_name",
+           "forward_logits", "load_bundle", "predict_slice", "save_bundle"]
 
 BUNDLE_FORMAT = "napari-cem-model"
 BUNDLE_VERSION = 1
-ARCHITECTURE = {"name": "Unet", "encoder": "resnet50", "in_channels": 1, "library": "segmentation_models_pytorch"}
+ARCHITECTURE = {"name": "Unet", "in_channels": 1, "library": "segmentation_models_pytorch"}
+ENCODERS = ("resnet50", "resnet34", "resnet18")  # what encoder weights and pre-training take
+DECODER = (256, 128, 64, 32, 16)  # smp's default decoder channels
+SLIM_DECODER = (128, 64, 32, 16, 16)  # half as wide: about 1.4x faster training on a CPU
+#: the U-Nets napari-cem builds: name -> (encoder, decoder channels)
+ARCHS = {"resnet50": ("resnet50", DECODER), "resnet34": ("resnet34", DECODER),
+         "resnet18": ("resnet18", DECODER), "resnet18-slim": ("resnet18", SLIM_DECODER)}
 
 
-def build_unet(n_outputs: int):
-    """``smp.Unet('resnet50', in_channels=1, encoder_weights=None, classes=n_outputs)``."""
+def build_unet(n_outputs: int, arch: str = "resnet50"):
+    """``smp.Unet(encoder, in_channels=1, encoder_weights=None, classes=n_outputs,
+    decoder_channels=...)`` of the U-Net named *arch* (:data:`ARCHS`)."""
     import segmentation_models_pytorch as smp
 
     if int(n_outputs) < 1:
         raise ValueError(f"A U-Net needs at least one output, got {n_outputs}.")
-    return smp.Unet("resnet50", in_channels=1, encoder_weights=None, classes=int(n_outputs))
+    if arch not in ARCHS:
+        raise ValueError(f"Unknown model {arch!r}; choose one of {', '.join(ARCHS)}.")
+    encoder, decoder = ARCHS[arch]
+    return smp.Unet(encoder, in_channels=1, encoder_weights=None, classes=int(n_outputs),
+                    decoder_channels=decoder)
+
+
+def encoder_name(model) -> str:
+    """Which ResNet a U-Net's encoder is, read from its layers (so a bundle's record cannot
+    disagree with its weights)."""
+    enc = model.encoder
+    if enc.out_channels[-1] == 2048:
+        return "resnet50"
+    return "resnet34" if len(enc.layer3) == 6 else "resnet18"
+
+
+def arch_name(model) -> str:
+    """The :data:`ARCHS` name of a U-Net, read from its layers."""
+    encoder = encoder_name(model)
+    width = model.decoder.blocks[0].conv1[0].out_channels
+    for name, (enc, decoder) in ARCHS.items():
+        if enc == encoder and decoder[0] == width:
+            return name
+    raise ValueError(f"A U-Net with a {encoder} encoder and {width} decoder channels is not one napari-cem builds.")
+
+
+def pretty_encoder(name: str) -> str:
+    """"resnet18-slim" -> "ResNet18 (slim decoder)"."""
+    return name.replace("resnet", "ResNet").replace("-slim", " (slim decoder)")
 
 
 def n_outputs_for(n_classes: int) -> int:
@@ -89,10 +125,14 @@ class ModelBundle:
     def n_outputs(self) -> int:
         return n_outputs_for(len(self.classes))
 
+    @property
+    def arch(self) -> str:
+        return arch_name(self.model)
+
     def describe(self) -> str:
         it = self.training.get("iterations")
         enc = self.encoder.get("name", "none")
-        return (f"U-Net ResNet50, classes {', '.join(self.classes)}; encoder {enc}"
+        return (f"U-Net {pretty_encoder(self.arch)}, classes {', '.join(self.classes)}; encoder {enc}"
                 + (f"; {it} iterations" if it is not None else ""))
 
 
@@ -124,7 +164,8 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> Path:
     payload = {
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
-        "architecture": {**ARCHITECTURE, "classes": bundle.n_outputs},
+        "architecture": {**ARCHITECTURE, "arch": bundle.arch, "encoder": ARCHS[bundle.arch][0],
+                         "decoder_channels": list(ARCHS[bundle.arch][1]), "classes": bundle.n_outputs},
         "state_dict": state,
         "classes": list(bundle.classes),
         "norms": [float(bundle.norms[0]), float(bundle.norms[1])],
@@ -150,13 +191,14 @@ def load_bundle(path: str | os.PathLike, device="cpu") -> ModelBundle:
         raise ValueError(f"{path.name} was written by a newer napari-cem (bundle version "
                          f"{payload['version']}); update napari-cem to read it.")
     arch = payload.get("architecture", {})
-    if arch.get("name") != "Unet" or arch.get("encoder") != "resnet50" or arch.get("in_channels") != 1:
+    name = arch.get("arch", arch.get("encoder"))  # version-1 files before "arch": a ResNet50
+    if arch.get("name") != "Unet" or name not in ARCHS or arch.get("in_channels") != 1:
         raise ValueError(f"{path.name} holds an architecture napari-cem cannot build: {arch}.")
     classes = list(payload["classes"])
     n_out = n_outputs_for(len(classes))
     if int(arch.get("classes", n_out)) != n_out:
         raise ValueError(f"{path.name} is inconsistent: {len(classes)} classes but {arch.get('classes')} outputs.")
-    model = build_unet(n_out)
+    model = build_unet(n_out, name)
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:

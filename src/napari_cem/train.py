@@ -1,4 +1,4 @@
-"""Fine-tune a U-Net (ResNet50 encoder, pre-trained and frozen when weights are given) on
+"""Fine-tune a U-Net (ResNet encoder, pre-trained and frozen when weights are given) on
 painted labels.
 
 Label convention (what the user paints, in a Labels layer of the image's shape):
@@ -37,12 +37,18 @@ import numpy as np
 
 from ._cancel import Cancelled, stoppable
 from .augment import IGNORE, Augment, augment_batch, window_side
+from .model import pretty_encoder
 from .patches import is_isotropic
 
 __all__ = ["FREEZE_CHOICES", "FinetuneConfig", "TrainProgress", "TrainingData", "class_weights", "finetune",
            "masked_loss", "prepare_training_data", "run_finetune"]
 
 FREEZE_CHOICES = ("auto", "encoder", "layer4", "none")
+ARCH_CHOICES = ("auto", "resnet50", "resnet34", "resnet18", "resnet18-slim")  # model.ARCHS
+ENCODER_BN_CHOICES = ("keep", "adapt")
+#: the encoder "auto" gives a new, randomly initialised model on a CPU without native bf16
+#: (where training runs in float32): see pick_arch and RESULTS.md (issue 17)
+CPU_FLOAT32_ARCH = "resnet18"
 
 
 @dataclass
@@ -455,8 +461,13 @@ def batch_iou(logits, target) -> float | None:
 
 
 # -- training ------------------------------------------------------------------------------------
-def _set_modes(model, freeze: str) -> None:
+def _set_modes(model, freeze: str, encoder_bn: str = "keep") -> None:
+    """Train mode, except a frozen encoder: in eval mode (BatchNorm keeps the checkpoint's
+    statistics) unless *encoder_bn* is "adapt" (statistics follow the training data, as in
+    the original CEM500K fine-tuning; the parameters stay frozen either way)."""
     model.train()
+    if encoder_bn == "adapt":
+        return
     if freeze == "encoder":
         model.encoder.eval()
     elif freeze == "layer4":
@@ -501,8 +512,10 @@ class FinetuneConfig:
     are kept and *weights* is not used; the painted classes must be the bundle's (with
     *add_classes*, more: the head is widened and each new class learns from scratch).
     *freeze*: "auto" (= "encoder" with weights, "none" without),
-    "encoder" (frozen encoder, BatchNorm statistics kept), "layer4" (only layer4 of the
-    encoder trains), "none" (everything trains). Crops: a share *structure_crop_fraction*
+    "encoder" (frozen encoder), "layer4" (only layer4 of the encoder trains), "none"
+    (everything trains); *encoder_bn*: a frozen encoder's BatchNorm statistics "keep" the
+    checkpoint's or "adapt" to the training data. *arch*: the encoder, ResNet50/34/18
+    ("auto": :func:`pick_arch`). Crops: a share *structure_crop_fraction*
     centred on structure pixels, the rest on painted pixels (*random_crop_fraction* of those
     anywhere in a painted slice). AdamW + OneCycle (peak *lr*, *weight_decay*; *warmup*: the
     share of the run spent rising to the peak). *lr* and *warmup* None: the defaults of the
@@ -527,10 +540,16 @@ class FinetuneConfig:
     init: object = None  # a ModelBundle, (bundle, its file) or a file: continue from its U-Net
     add_classes: bool = False  # with init: a painted class the bundle lacks gets a new output
     warmup: float | None = None
+    arch: str = "auto"  # the U-Net's encoder: auto | resnet50 | resnet34 | resnet18 (pick_arch)
+    encoder_bn: str = "keep"  # a frozen encoder's BatchNorm statistics: keep | adapt
 
     def __post_init__(self):
         for name in ("iterations", "crop_size", "batch_size", "seed"):
             object.__setattr__(self, name, int(getattr(self, name)))
+        if self.arch not in ARCH_CHOICES:
+            raise ValueError(f"arch must be one of {', '.join(ARCH_CHOICES)}, got {self.arch!r}.")
+        if self.encoder_bn not in ENCODER_BN_CHOICES:
+            raise ValueError(f"encoder_bn must be one of {', '.join(ENCODER_BN_CHOICES)}, got {self.encoder_bn!r}.")
         if self.freeze not in FREEZE_CHOICES:
             raise ValueError(f"freeze must be one of {', '.join(FREEZE_CHOICES)}, got {self.freeze!r}.")
         if self.iterations < 1:
@@ -594,6 +613,7 @@ class _Run:
     stopped: bool = False
     message: str = ""  # said with the next TrainProgress (crop reduced, batch halved)
     live: Any = None  # _LivePaint when the paint is picked up while training
+    encoder_bn: str = "keep"  # FinetuneConfig.encoder_bn
 
 
 def finetune(image, labels, config: FinetuneConfig | None = None, *,
@@ -643,8 +663,8 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
     import torch
 
     from .device import autocast_policy, describe_device, select_device
-    from .model import build_unet, n_outputs_for
-    from .weights import load_encoder_weights
+    from .model import arch_name, build_unet, n_outputs_for
+    from .weights import load_encoder_weights, read_encoder
 
     dev = select_device(str(config.device))
     info = describe_device(dev)
@@ -662,9 +682,12 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
     n_out = n_outputs_for(len(data.classes))
     if parent is not None:
         model, encoder_info, freeze, norms = _continue_from(parent[0], data, config.freeze, config.add_classes)
+        arch, why = pick_arch(config.arch, info, parent=arch_name(model))
     else:
-        model = build_unet(n_out)
-        encoder_info = load_encoder_weights(model, config.weights, download=config.download)
+        checkpoint = read_encoder(config.weights, download=config.download)
+        arch, why = pick_arch(config.arch, info, checkpoint=checkpoint.arch if checkpoint else None)
+        model = build_unet(n_out, arch)
+        encoder_info = load_encoder_weights(model, checkpoint)
         freeze = config.freeze
         if freeze == "auto":
             freeze = "encoder" if encoder_info["layout"] != "none" else "none"
@@ -688,13 +711,37 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
         crop = max(64, (min_side // 32) * 32)
     sampler = _CropSampler(data, window_side(crop, aug), config.random_crop_fraction, rng,
                            structure_fraction=config.structure_crop_fraction)
-    messages = list(data.warnings)
+    messages = [f"model U-Net {pretty_encoder(arch)} ({why})"] + list(data.warnings)
     if crop != config.crop_size:
         messages.append(f"crop reduced to {crop} to fit the {image.shape[-2]} x {image.shape[-1]} image")
-    _set_modes(model, freeze)
+    encoder_info = {**encoder_info, "batchnorm": config.encoder_bn if freeze != "none" else "trained"}
+    _set_modes(model, freeze, config.encoder_bn)
     return _Run(model, optimizer, scheduler, scaler, sampler, dev, info, precision, memory_format,
                 use_cl, weights_ce, n_out, norms, encoder_info, freeze, crop, aug, gen,
-                config.batch_size, message="; ".join(messages))
+                config.batch_size, message="; ".join(messages), encoder_bn=config.encoder_bn)
+
+
+def pick_arch(request: str, info, *, checkpoint: str | None = None, parent: str | None = None):
+    """(encoder, why) of a run: the one asked for, else the encoder of the weights or of the
+    model continued from, else by device: a ResNet50 (CEM500K's) where training is fast
+    (a GPU, a CPU with native bf16), the CPU-sized CPU_FLOAT32_ARCH on a CPU in float32."""
+    from .model import ARCHS
+
+    if request != "auto":
+        if parent is not None and parent != request:
+            raise ValueError(f"The model continued from is a U-Net {pretty_encoder(parent)}, not a "
+                             f"{pretty_encoder(request)}: choose model {parent} or auto.")
+        if checkpoint is not None and checkpoint != ARCHS[request][0]:
+            raise ValueError(f"The encoder weights are a {pretty_encoder(checkpoint)}, not a "
+                             f"{pretty_encoder(ARCHS[request][0])}: choose model {checkpoint} or auto.")
+        return request, "as chosen"
+    if parent is not None:
+        return parent, "the model continued from"
+    if checkpoint is not None:
+        return checkpoint, "the encoder weights"
+    if info.kind == "cpu" and not info.bf16:
+        return CPU_FLOAT32_ARCH, "auto: CPU without native bf16, the smaller model trains faster"
+    return "resnet50", "auto: " + ("GPU" if info.kind != "cpu" else "CPU with native bf16")
 
 
 def _parent_bundle(init):
@@ -851,13 +898,13 @@ def _progress(run: _Run, config, data, stepped, start, preview_request, evaluate
     if request is not None:
         bundle = ModelBundle(model=run.model, classes=data.classes, norms=run.norms, crop_size=run.crop)
         preview = predict_slice(bundle, request, run.device, amp=run.precision.enabled)
-        _set_modes(run.model, run.freeze)
+        _set_modes(run.model, run.freeze, run.encoder_bn)
     evaluation = None
     if evaluate is not None and run.done in evaluate_at:
         run.model.eval()
         evaluation = evaluate(bundle or ModelBundle(model=run.model, classes=data.classes,
                                                     norms=run.norms, crop_size=run.crop))
-        _set_modes(run.model, run.freeze)
+        _set_modes(run.model, run.freeze, run.encoder_bn)
     message, run.message = run.message, ""
     return TrainProgress(iteration=run.done, total=config.iterations, loss=loss_value,
                          lr=float(run.scheduler.get_last_lr()[0]), train_iou=iou,
@@ -892,6 +939,7 @@ def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, second
         "n_annotated_pixels": data.n_annotated,
         "label_values": {str(k): v for k, v in sorted(data.value_map.items())},
         "complete_slices": bool(complete_slices), "planes": [v[2] for v in data.views],
+        "painted_slices": [int(z) for z in np.flatnonzero(data.slice_weights[0])],  # xy, z
         "augment": run.augment.as_dict(), "random_crop_fraction": config.random_crop_fraction,
         "structure_crop_fraction": config.structure_crop_fraction, "seed": config.seed,
         "lineage": _lineage(parent, data.classes),

@@ -1,4 +1,8 @@
-"""Pre-trained ResNet50 encoder weights for the U-Net: find, download, recognise, load.
+"""Pre-trained ResNet encoder weights for the U-Net: find, download, recognise, load.
+
+The released CEM weights are ResNet50s; a checkpoint of ``napari-cem pretrain --arch
+resnet18|resnet34`` (or a torchvision / smp ResNet18/34) loads into the U-Net of that encoder
+(:func:`read_encoder` tells which it is).
 
 Layouts recognised (``detect_layout``):
 
@@ -33,7 +37,8 @@ from ._cancel import Cancelled
 from ._progress import report
 
 __all__ = [
-    "KNOWN_WEIGHTS", "WEIGHT_CHOICES", "WeightsSource", "detect_layout", "encoder_state",
+    "KNOWN_WEIGHTS", "WEIGHT_CHOICES", "EncoderCheckpoint", "WeightsSource", "arch_of_state",
+    "detect_layout", "encoder_state", "read_encoder",
     "fetch_weights", "load_encoder_weights", "pin_variable", "pinned_sha256", "read_checkpoint",
     "recorded_sha256", "resolve_weights", "verify_cached", "weights_report",
 ]
@@ -359,8 +364,8 @@ def detect_layout(checkpoint: dict) -> str:
         return "smp"
     if any(k.startswith("layer1.") for k in stripped) and "conv1.weight" in stripped:
         return "torchvision" if not any(k.startswith("module.") for k in keys) else "swav"
-    raise ValueError("This file is not a ResNet50 checkpoint napari-cem recognises (expected the "
-                     "CEM500K MoCoV2, CEM1.5M SwAV, a torchvision ResNet50 or an smp U-Net layout).")
+    raise ValueError("This file is not a ResNet checkpoint napari-cem recognises (expected the "
+                     "CEM500K MoCoV2, CEM1.5M SwAV, a torchvision ResNet or an smp U-Net layout).")
 
 
 def encoder_state(checkpoint: dict) -> tuple[dict, tuple[float, float] | None, str]:
@@ -399,49 +404,100 @@ def encoder_state(checkpoint: dict) -> tuple[dict, tuple[float, float] | None, s
     return out, norms, layout
 
 
-def load_encoder_weights(model, spec, *, download: bool = True, cache=None, progress=None) -> dict:
-    """Load the encoder weights *spec* (name, path or None) into the smp U-Net *model*.
+@dataclass(frozen=True)
+class EncoderCheckpoint:
+    """An encoder checkpoint read once: its ResNet tensors, normalisation and which ResNet."""
 
-    Returns the encoder's origin: ``{"name", "path", "layout", "n_tensors_loaded",
+    name: str  # the released name, or the file's name
+    path: Path
+    state: dict  # {resnet key: tensor}
+    norms: tuple[float, float] | None
+    layout: str
+    arch: str | None  # "resnet50" | "resnet34" | "resnet18"; None: none of those
+
+
+def arch_of_state(state: dict) -> str | None:
+    """Which ResNet (18, 34, 50) a ``{resnet key: tensor}`` encoder state is; None when its
+    blocks are none of those (a partial file or a deeper ResNet: the load says which)."""
+    blocks = {}
+    for key in state:
+        parts = key.split(".")
+        if len(parts) > 2 and parts[0].startswith("layer") and parts[1].isdigit():
+            blocks[parts[0]] = max(blocks.get(parts[0], 0), int(parts[1]) + 1)
+    bottleneck = any(k.startswith("layer1.0.conv3.") for k in state)
+    counts = tuple(blocks.get(f"layer{i}", 0) for i in range(1, 5))
+    known = {((2, 2, 2, 2), False): "resnet18", ((3, 4, 6, 3), False): "resnet34",
+             ((3, 4, 6, 3), True): "resnet50"}
+    return known.get((counts, bottleneck))
+
+
+def read_encoder(spec, *, download: bool = True, cache=None, progress=None) -> EncoderCheckpoint | None:
+    """The encoder checkpoint *spec* (a released name or a path) read and recognised; None for
+    no weights (random init)."""
+    path = resolve_weights(spec, download=download, cache=cache, progress=progress)
+    if path is None:
+        return None
+    state, norms, layout = encoder_state(read_checkpoint(path))
+    name = spec if str(spec) in KNOWN_WEIGHTS else Path(path).name
+    return EncoderCheckpoint(str(name), Path(path), state, norms, layout, arch_of_state(state))
+
+
+def load_encoder_weights(model, spec, *, download: bool = True, cache=None, progress=None) -> dict:
+    """Load the encoder weights *spec* (name, path, an :class:`EncoderCheckpoint` or None)
+    into the smp U-Net *model*.
+
+    Returns the encoder's origin: ``{"name", "path", "layout", "arch", "n_tensors_loaded",
     "n_encoder_tensors", "norms"}`` (``norms`` None when the checkpoint has none). Raises
     ValueError when the file is not a checkpoint, or matches none or only part of the
     encoder (wrong architecture).
     """
     import torch
 
-    path = resolve_weights(spec, download=download, cache=cache, progress=progress)
-    if path is None:
-        return {"name": "none", "path": None, "layout": "none", "n_tensors_loaded": 0,
+    from .model import encoder_name, pretty_encoder
+
+    ckpt = spec if isinstance(spec, EncoderCheckpoint) else read_encoder(
+        spec, download=download, cache=cache, progress=progress)
+    target_arch = encoder_name(model)
+    if ckpt is None:
+        return {"name": "none", "path": None, "layout": "none", "arch": target_arch, "n_tensors_loaded": 0,
                 "n_encoder_tensors": _n_encoder_tensors(model), "norms": None}
-    state, norms, layout = encoder_state(read_checkpoint(path))
+    if ckpt.arch is not None and ckpt.arch != target_arch:
+        raise ValueError(f"{ckpt.path.name} is a {pretty_encoder(ckpt.arch)} encoder; the U-Net has a "
+                         f"{pretty_encoder(target_arch)} (choose model {ckpt.arch}, or auto).")
     target = {k: v for k, v in model.encoder.state_dict().items() if not k.endswith("num_batches_tracked")}
     matched, wrong_shape = {}, []
     for key, ref in target.items():
-        value = state.get(key)
+        value = ckpt.state.get(key)
         if value is None:
             continue
         if tuple(value.shape) != tuple(ref.shape):
             wrong_shape.append(f"{key} {tuple(value.shape)} vs {tuple(ref.shape)}")
             continue
         matched[key] = value.to(ref.dtype)
-    name = spec if str(spec) in KNOWN_WEIGHTS else Path(path).name
+    what = pretty_encoder(target_arch)
     if wrong_shape:
-        raise ValueError(f"{Path(path).name} is not a ResNet50 with a 1-channel input: "
+        raise ValueError(f"{ckpt.path.name} is not a {what} with a 1-channel input: "
                          f"{len(wrong_shape)} tensors have other shapes (first: {wrong_shape[0]}).")
     if not matched:
-        raise ValueError(f"{Path(path).name}: none of the {len(target)} ResNet50 encoder tensors "
-                         f"were found ({layout} layout); refusing to train from a silent non-load.")
+        raise ValueError(f"{ckpt.path.name}: none of the {len(target)} {what} encoder tensors "
+                         f"were found ({ckpt.layout} layout); refusing to train from a silent non-load.")
     if len(matched) < len(target):
         missing = sorted(set(target) - set(matched))
-        raise ValueError(f"{Path(path).name} holds only {len(matched)} of the {len(target)} ResNet50 "
+        raise ValueError(f"{ckpt.path.name} holds only {len(matched)} of the {len(target)} {what} "
                          f"encoder tensors (missing e.g. {missing[0]}); refusing a partial load.")
+    extra = sorted(k for k in ckpt.state if k.startswith("layer") and k not in target
+                   and not k.endswith("num_batches_tracked"))
+    if extra:
+        raise ValueError(f"{ckpt.path.name} holds more blocks than a {what} (e.g. {extra[0]}): a deeper "
+                         "ResNet; napari-cem takes a ResNet18, ResNet34 or ResNet50.")
     with torch.no_grad():
         # nn.Module's own method: smp's encoder overrides load_state_dict and returns None
         result = torch.nn.Module.load_state_dict(model.encoder, matched, strict=False)
     unexpected_missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
     assert not unexpected_missing and not result.unexpected_keys  # guaranteed by the checks above
-    return {"name": str(name), "path": str(path), "layout": layout, "n_tensors_loaded": len(matched),
-            "n_encoder_tensors": len(target), "norms": list(norms) if norms is not None else None}
+    return {"name": ckpt.name, "path": str(ckpt.path), "layout": ckpt.layout, "arch": ckpt.arch,
+            "n_tensors_loaded": len(matched), "n_encoder_tensors": len(target),
+            "norms": list(ckpt.norms) if ckpt.norms is not None else None}
 
 
 def _n_encoder_tensors(model) -> int:

@@ -20,6 +20,7 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ..augment import Augment  # light: no torch at import
+from ..model import pretty_encoder  # light: no torch at import
 from ._common import (
     ProgressRow,
     notify_error,
@@ -141,7 +142,7 @@ class FinetuneWidget(JobWidget):
     def _make_controls(self) -> list:
         """The widget's rows, top to bottom (also set as attributes of the same names)."""
         from ..device import DEVICE_CHOICES
-        from ..train import FREEZE_CHOICES
+        from ..train import ARCH_CHOICES, ENCODER_BN_CHOICES, FREEZE_CHOICES
         from ..weights import KNOWN_WEIGHTS
 
         self.image = ComboBox(label="Image", choices=lambda _w=None: image_choices(self.viewer),
@@ -169,6 +170,12 @@ class FinetuneWidget(JobWidget):
                                         "a local checkpoint, or none (random init).")
         self.weights_file = FileEdit(label="Weights file", mode="r", visible=False)
         self.download_button = PushButton(text="Download weights", visible=False)
+        self.arch = ComboBox(label="Model", choices=list(ARCH_CHOICES), value="auto",
+                             tooltip="The U-Net's encoder (slim: a decoder half as wide). auto: the "
+                                     "encoder of the weights or of the model continued from; else "
+                                     "ResNet50 on a GPU or a CPU with native bf16, the CPU-sized model "
+                                     "on other CPUs (it trains faster there). Training says which "
+                                     "model it uses and why.")
         self.start_from = ComboBox(
             label="Start from", choices=START_FROM, value=START_FROM[0],
             tooltip="a new model (from the Weights above), or continue from the active model or a "
@@ -192,6 +199,10 @@ class FinetuneWidget(JobWidget):
         self.freeze = ComboBox(label="Freeze", choices=list(FREEZE_CHOICES), value="auto",
                                tooltip="auto: frozen encoder with pre-trained weights, everything "
                                        "trains without. layer4: the last encoder block trains too.")
+        self.encoder_bn = ComboBox(label="Encoder BatchNorm", choices=list(ENCODER_BN_CHOICES), value="keep",
+                                   tooltip="A frozen encoder's BatchNorm statistics: keep the "
+                                           "checkpoint's, or adapt them to this data (its parameters "
+                                           "stay frozen).")
         self.save_to = FileEdit(label="Save model to", mode="w", filter="*.pt",
                                 tooltip="Model bundle file; empty: ~/napari-cem-models/<image>-<time>.pt")
         self.use_segmentation_button = PushButton(
@@ -211,9 +222,10 @@ class FinetuneWidget(JobWidget):
         self.result = text_label("No model trained yet.")
         return [
             self.image, self.labels_layer, self.rois, self.class_names, self.background, self.complete,
-            self.weights, self.weights_file, self.download_button, self.start_from, self.init_file,
-            self.add_classes, self.iterations, self.crop,
-            self.batch, self.augment, self.device, self.device_info, self.freeze, self.save_to,
+            self.weights, self.weights_file, self.download_button, self.arch, self.start_from,
+            self.init_file, self.add_classes, self.iterations, self.crop,
+            self.batch, self.augment, self.device, self.device_info, self.freeze, self.encoder_bn,
+            self.save_to,
             self.use_segmentation_button, self.start_button, self.progress, self.preview_button,
             self.live_preview, self.live_every, self.result,
         ]
@@ -391,7 +403,8 @@ class FinetuneWidget(JobWidget):
         try:
             config = FinetuneConfig(
                 init=init, add_classes=bool(self.add_classes.value) and init is not None, weights=weights,
-                freeze=self.freeze.value, iterations=int(self.iterations.value),
+                freeze=self.freeze.value, encoder_bn=self.encoder_bn.value, arch=self.arch.value,
+                iterations=int(self.iterations.value),
                 crop_size=int(self.crop.value), batch_size=int(self.batch.value),
                 device=self.device.value, augment=Augment.preset(self.augment.value))
         except ValueError as exc:
@@ -446,7 +459,8 @@ class FinetuneWidget(JobWidget):
         self.state.set_active_model(bundle, path)
         t = bundle.training
         verb = "Stopped after" if t.get("stopped_early") else "Trained"
-        self.result.value = (f"{verb} {t['iterations']} iterations in {t['seconds']:.0f} s; classes "
+        self.result.value = (f"{verb} U-Net {pretty_encoder(bundle.arch)} {t['iterations']} iterations "
+                             f"in {t['seconds']:.0f} s; classes "
                              f"{', '.join(bundle.classes)}. Saved to {path.name}; active model.")
         self.progress.finish(f"Model saved to {path}")
         if problem:

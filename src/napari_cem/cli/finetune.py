@@ -39,6 +39,14 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
                    help="every slice holding paint is fully labelled: its 0 pixels are background")
     p.add_argument("--freeze", choices=["auto", "encoder", "layer4", "none"], default="auto",
                    help="auto: frozen encoder with weights, everything trains without (default)")
+    p.add_argument("--encoder-bn", choices=["keep", "adapt"], default="keep",
+                   help="a frozen encoder's BatchNorm statistics: keep the checkpoint's (default) or "
+                        "adapt them to the training data (parameters stay frozen)")
+    p.add_argument("--arch", choices=["auto", "resnet50", "resnet34", "resnet18", "resnet18-slim"],
+                   default="auto",
+                   help="the U-Net: its ResNet encoder (resnet18-slim: with a decoder half as wide). "
+                        "auto: the encoder of --weights / --init; without, ResNet50 on a GPU or a CPU "
+                        "with native bf16, the CPU-sized model on other CPUs (it trains faster there)")
     p.add_argument("--planes", choices=["auto", "xy", "all"], default="auto",
                    help="auto: also xz and yz slices for near-isotropic volumes (default)")
     p.add_argument("--lr", type=float_in(0, 10, low_open=True), default=None,
@@ -52,7 +60,7 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     _axis_options(p, "labels-", what="the labels")
 
 
-@command("finetune", "fine-tune a U-Net (pre-trained ResNet50 encoder) on painted labels and save "
+@command("finetune", "fine-tune a U-Net (pre-trained ResNet encoder) on painted labels and save "
          "the model bundle", _finetune_args)
 def run_finetune_cli(args: argparse.Namespace) -> int:
     import signal
@@ -99,7 +107,7 @@ def run_finetune_cli(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         config = FinetuneConfig(init=args.init, add_classes=args.add_classes, weights=args.weights,
-                                freeze=args.freeze,
+                                freeze=args.freeze, encoder_bn=args.encoder_bn, arch=args.arch,
                                 iterations=args.iterations,
                                 crop_size=args.crop, batch_size=args.batch, device=args.device,
                                 lr=args.lr, seed=args.seed, augment=Augment.preset(args.augment))
