@@ -673,6 +673,7 @@ def segment(
     precision: str = "auto",
     slab: int | None = None,
     tta: str = "none",
+    z_smooth: bool = False,
     progress: Callable[[int, int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Segmentation:
@@ -694,6 +695,8 @@ def segment(
     "fp16" (kept even if the check disagrees, with a warning).
     tta: test-time augmentation, "none", "flips" (4 passes) or "d4" (8: quarter turns and
     flips), the probabilities averaged (:mod:`napari_cem.tta`).
+    z_smooth: stack mode, in memory: threshold each slice's confidences averaged with its
+    two neighbours' (:mod:`napari_cem.smoothing`), for flicker between anisotropic sections.
     progress(done, total, stage) is called after every batch; should_stop() is polled and
     a True answer raises napari_cem._cancel.Cancelled (finished slabs of *out* are kept).
     """
@@ -702,7 +705,8 @@ def segment(
                  batch_size=batch_size, device=device, out=out,
                  keep_probabilities=keep_probabilities, keep_uncertainty=keep_uncertainty,
                  voxel_size=voxel_size,
-                 isotropy_tolerance=isotropy_tolerance, precision=precision, slab=slab, tta=tta)
+                 isotropy_tolerance=isotropy_tolerance, precision=precision, slab=slab, tta=tta,
+                 z_smooth=z_smooth)
     count = _Count(plan.total, progress)
     count.add(0, plan.stage(plan.planes[0]))  # the total is known before the first slice
     with stoppable(plan.predictor.model, should_stop):
@@ -710,7 +714,21 @@ def segment(
             _predict_plane(plan, plane, count, should_stop)
         if plan.mode == "orthoplane":
             _average_planes(plan, count, should_stop)
+    if plan.z_smooth:
+        _smooth_and_decide(plan, keep_probabilities)
     return plan.store.finish(plan.metadata(time.perf_counter() - t0), plan.was_2d)
+
+
+def _smooth_and_decide(plan: _Plan, keep_probabilities: bool) -> None:
+    """Stack mode with z_smooth: the labels again, from the confidences smoothed across slices."""
+    from .smoothing import smooth_across_slices
+
+    store = plan.store
+    q = smooth_across_slices(store.probabilities)
+    for z in range(q.shape[1]):  # slice by slice: no full-volume temporary
+        store.labels[z] = _decide_np(q[:, z], plan.threshold, 255.0, plan.dtype)
+    if not keep_probabilities:
+        store.probabilities = None
 
 
 def _check_stop(should_stop) -> None:
@@ -746,6 +764,7 @@ class _Plan:
     store: Any  # _Memory or _ZarrStore
     voxel_size: Any
     notes: list
+    z_smooth: bool = False
 
     @property
     def shape(self) -> tuple:
@@ -767,7 +786,8 @@ class _Plan:
             "device": pr.device_name, "precision": pr.precision,
             "float32_agreement": pr.agreement,
             "float32_agreement_confident": pr.confident_agreement, "tile": pr.tile,
-            "overlap": pr.overlap, "batch_size": pr.batch_size, "tta": pr.tta, "seconds": round(seconds, 3),
+            "overlap": pr.overlap, "batch_size": pr.batch_size, "tta": pr.tta, "z_smooth": self.z_smooth,
+            "seconds": round(seconds, 3),
             "voxel_size": None if self.voxel_size is None else [float(v) for v in self.voxel_size],
             "warnings": self.notes,
         }
@@ -791,10 +811,16 @@ def _orthoplane_notes(was_2d: bool, shape, voxel_size, tolerance) -> list[str]:
 
 def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device, out,
           keep_probabilities, voxel_size, isotropy_tolerance, precision, slab,
-          keep_uncertainty=False, tta="none") -> _Plan:
+          keep_uncertainty=False, tta="none", z_smooth=False) -> _Plan:
     """Check the settings, build the predictor, choose the slabs and the output store."""
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose 'stack' or 'orthoplane'.")
+    z_smooth = bool(z_smooth)
+    if z_smooth and mode != "stack":
+        raise ValueError("Smoothing across slices is for the 2D stack mode (orthoplane already "
+                         "averages three directions).")
+    if z_smooth and out is not None:
+        raise ValueError("Smoothing across slices works in memory; it cannot be combined with a zarr output.")
     threshold = float(threshold)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"The threshold is a probability between 0 and 1, got {threshold}.")
@@ -813,7 +839,7 @@ def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device,
     planes = ("xy",) if mode == "stack" else ("xy", "xz", "yz")
     chunks = _store_chunks(vol, shape, mode, slab) if out is not None else None
     slabs = {p: _slab_thickness(vol, shape, _PLANE_AXIS[p], n_out, slab, chunks) for p in planes}
-    _check_memory(shape, n_out, dtype, mode, keep_probabilities, out is None, slabs)
+    _check_memory(shape, n_out, dtype, mode, keep_probabilities or z_smooth, out is None, slabs)
     if out is not None:
         fingerprint = hashlib.sha1(repr((shape, mode, threshold, predictor.tile, predictor.overlap,
                                          tuple(classes), predictor.mean, predictor.std,
@@ -824,8 +850,9 @@ def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device,
         store = _ZarrStore(out, shape, n_out, dtype, mode, keep_probabilities, fingerprint, chunks, classes,
                            keep_uncertainty)
     else:
-        store = _Memory(shape, n_out, dtype, mode, keep_probabilities, classes, keep_uncertainty)
-    return _Plan(vol, was_2d, mode, threshold, predictor, dtype, planes, slabs, store, voxel_size, notes)
+        store = _Memory(shape, n_out, dtype, mode, keep_probabilities or z_smooth, classes, keep_uncertainty)
+    return _Plan(vol, was_2d, mode, threshold, predictor, dtype, planes, slabs, store, voxel_size, notes,
+                 z_smooth)
 
 
 def _store_chunks(vol, shape, mode, slab) -> tuple:

@@ -26,6 +26,10 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
                         "the same command resumes an interrupted run")
     p.add_argument("--threshold", type=float_in(0, 1), default=0.5,
                    help="probability above which a voxel is the structure (one-structure models; default 0.5)")
+    p.add_argument("--threshold-from", default=None, metavar="PAINT",
+                   help="estimate the threshold on the painted slices of PAINT (labels of the input's "
+                        "shape, painted as for finetune) that the model did not train on: the one of "
+                        "0.05 ... 0.95 with the best IoU there (it replaces --threshold; printed)")
     p.add_argument("--probabilities", action="store_true",
                    help="also write the confidences (uint8, 255 = 1): OUT_prob.tif, or inside the zarr store")
     p.add_argument("--uncertainty", action="store_true",
@@ -34,6 +38,10 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", choices=["none", "flips", "d4"], default="none",
                    help="test-time augmentation: average over 4 flips or the 8 quarter turns and flips "
                         "(4x / 8x the time; default none)")
+    p.add_argument("--z-smooth", action="store_true",
+                   help="stack mode: threshold each slice's confidences averaged with its two "
+                        "neighbours' (1/4, 1/2, 1/4), against flicker between thick sections; in "
+                        "memory only (not with --zarr)")
     p.add_argument("--min-size", type=float_in(0, 1e18), default=0, metavar="SIZE",
                    help="remove pieces of a class under SIZE (voxels; nm^3 / nm^2 with --size-unit nm), "
                         "per xy slice in stack mode, in 3D in orthoplane mode (default 0: keep all)")
@@ -80,6 +88,8 @@ def run_segment(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise CLIError(str(exc)) from None
     volume, meta = _read(args.input, args, "segment", standardize_mode=args.standardize)
+    if args.threshold_from:
+        args.threshold = _threshold_from(args, volume, bundle)
     bar = progress_bar(total=0, unit="slice", desc="segment")
 
     progress = progress_callback(bar, "segment")
@@ -90,7 +100,7 @@ def run_segment(args: argparse.Namespace) -> int:
             result = segment(volume, bundle, mode=args.mode, threshold=args.threshold, tile=args.tile,
                              batch_size=args.batch_size, device=args.device,
                              out=out if args.zarr else None, keep_probabilities=args.probabilities,
-                             keep_uncertainty=args.uncertainty, tta=args.tta,
+                             keep_uncertainty=args.uncertainty, tta=args.tta, z_smooth=args.z_smooth,
                              voxel_size=meta.voxel_size, progress=progress)
         clean(result, args, meta.voxel_size)
     except ValueError as exc:
@@ -101,7 +111,7 @@ def run_segment(args: argparse.Namespace) -> int:
         if issubclass(w.category, (UserWarning, RuntimeWarning)):
             print(f"napari-cem segment: warning: {w.message}", file=sys.stderr)
     info = {"classes": result.classes, "source": meta.source, "voxel_size": meta.voxel_size,
-            **{k: result.metadata.get(k) for k in ("mode", "threshold", "precision", "device", "tta", "cleanup")}}
+            **{k: result.metadata.get(k) for k in ("mode", "threshold", "precision", "device", "tta", "z_smooth", "cleanup")}}
     written, code = [out], 0
     if not args.zarr:
         saved, code = _save(lambda p: write_labels_tiff(p, result.labels, meta.voxel_size, info),
@@ -144,3 +154,20 @@ def clean(result, args: argparse.Namespace, voxel_size) -> None:
     clean_segmentation(result, args.min_size, args.fill_holes, args.size_unit, voxel_size)
     if result.metadata.get("cleanup"):
         print(f"clean-up: {describe(result.metadata['cleanup'])}")
+
+
+def _threshold_from(args, volume, bundle) -> float:
+    """--threshold-from: the threshold estimated on the held-out painted slices (printed)."""
+    import numpy as np
+
+    from ..threshold import threshold_from_paint
+
+    if not Path(args.threshold_from).exists():
+        raise CLIError(f"paint not found: {args.threshold_from} (--threshold-from)")
+    paint, _ = _read(args.threshold_from, args, "segment", standardize_mode="none", lazy=False)
+    try:
+        estimate = threshold_from_paint(volume, np.asarray(paint), bundle, device=args.device)
+    except ValueError as exc:
+        raise CLIError(f"--threshold-from: {exc}") from None
+    print(f"napari-cem segment: {estimate.describe()}")
+    return estimate.threshold
