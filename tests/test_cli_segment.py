@@ -94,6 +94,21 @@ def test_segment_cleans_up_small_pieces_and_holes(model_file, volume_file, tmp_p
     assert "write a TIFF" in capsys.readouterr().err
 
 
+def test_segment_smooths_across_slices(model_file, volume_file, tmp_path, capsys):
+    from napari_cem.smoothing import smooth_across_slices
+
+    out = tmp_path / "labels.tif"
+    assert main(["segment", str(model_file), str(volume_file), "-o", str(out), "--probabilities"]) == 0
+    prob = tifffile.imread(tmp_path / "labels_prob.tif")
+    assert main(["segment", str(model_file), str(volume_file), "-o", str(tmp_path / "s.tif"), "--z-smooth"]) == 0
+    smoothed = tifffile.imread(tmp_path / "s.tif")
+    expect = smooth_across_slices(prob[None].copy())[0] > 127.5
+    assert np.mean(smoothed == expect) > 0.999  # (reduced precision may move a few voxels)
+    assert main(["segment", str(model_file), str(volume_file), "-o", str(tmp_path / "z.zarr"), "--zarr",
+                 "--z-smooth"]) == 2
+    assert "cannot be combined with a zarr output" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_segment_to_zarr_orthoplane_and_evaluate_against_tiff(model_file, volume_file, tmp_path, capsys):
     store = tmp_path / "labels.zarr"
@@ -159,3 +174,26 @@ def test_evaluate_refuses_an_unfinished_store_unless_partial(model_file, tmp_pat
     assert code == 0, err
     assert f"PARTIAL: only the {len(ranges)} finished of 4 slabs, {2 * len(ranges)} slices" in out
     assert "1.000" in out  # the finished slabs equal the full run's labels
+
+
+def test_segment_estimates_the_threshold_from_held_out_paint(volume_file, tmp_path, capsys):
+    torch.manual_seed(0)
+    model = save_bundle(ModelBundle(model=build_unet(1), classes=["background", "mito"], norms=(0.5, 0.2),
+                                    training={"painted_slices": [0], "label_values": {"1": 1},
+                                              "complete_slices": True}), tmp_path / "m.pt")
+    paint = np.zeros((3, 40, 48), np.uint8)
+    paint[:, :20] = 1  # slices 1 and 2 are held out: 1,920 structure and 1,920 background pixels
+    tifffile.imwrite(tmp_path / "paint.tif", paint, photometric="minisblack")
+    out = tmp_path / "labels.tif"
+    assert main(["segment", str(model), str(volume_file), "-o", str(out), "--threshold-from",
+                 str(tmp_path / "paint.tif")]) == 0
+    printed = capsys.readouterr().out
+    assert "estimated on 3,840 painted pixels of slices 1, 2 (not trained on)" in printed
+    with tifffile.TiffFile(out) as tif:
+        used = json.loads(tif.imagej_metadata["Info"])["threshold"]
+    assert f"threshold {used:.2f} estimated" in printed
+    paint[1:] = 0  # nothing held out: a one-line error, nothing written
+    tifffile.imwrite(tmp_path / "paint.tif", paint, photometric="minisblack")
+    assert main(["segment", str(model), str(volume_file), "-o", str(tmp_path / "none.tif"), "--threshold-from",
+                 str(tmp_path / "paint.tif")]) == 2
+    assert "No painted slice is held out" in capsys.readouterr().err and not (tmp_path / "none.tif").exists()

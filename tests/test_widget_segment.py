@@ -76,7 +76,12 @@ def test_segment_adds_then_refreshes_a_labels_layer(widget, qtbot, sample):
     widget.tta.value = "flips"  # test-time augmentation reaches the core
     widget.run()
     _wait_idle(qtbot, widget)
-    assert widget.result.metadata["tta"] == "flips"
+    assert widget.result.metadata["tta"] == "flips" and widget.result.metadata["z_smooth"] is False
+    widget.tta.value, widget.z_smooth.value = "none", True  # smoothing across slices reaches the core
+    widget.run()
+    _wait_idle(qtbot, widget)
+    assert widget.result.metadata["z_smooth"] is True
+    widget.z_smooth.value = False
     widget.min_size.value, widget.fill_holes.value = 50, True  # clean-up, per slice (stack)
     widget.run()
     _wait_idle(qtbot, widget)
@@ -112,6 +117,27 @@ def test_current_slice_only_and_evaluation_table(widget, qtbot, sample):
     assert table.item(0, 1).text() == f"{expect.iou_3d[1]:.3f}"
     assert table.item(0, 2).text() == f"{expect.iou_2d[1]:.3f}"
     assert "mean IoU" in widget.iou_info.value
+
+
+def test_threshold_from_paint_sets_the_threshold(widget, qtbot, sample, monkeypatch):
+    from napari_cem.threshold import threshold_from_paint
+
+    bundle = SimpleNamespace(**vars(tiny_bundle()), n_outputs=1,
+                             training={"painted_slices": [0], "label_values": {"1": 1}, "complete_slices": True})
+    state_for(widget.viewer).set_active_model(bundle)
+    errors = []
+    monkeypatch.setattr("napari_cem._widgets.segment.notify_error", errors.append)
+    widget.threshold_from_paint()  # no paint chosen: said, nothing runs
+    assert errors and "Paint" in errors[-1] and widget._worker is None
+    paint = np.zeros(sample.image.shape, np.uint8)
+    paint[2:4] = sample.image[2:4] < 100  # dark = membrane, in two slices it did not train on
+    widget.viewer.add_labels(paint, name="paint")
+    widget.paint.value = widget.viewer.layers["paint"]
+    widget.threshold_from_paint()
+    _wait_idle(qtbot, widget)
+    expect = threshold_from_paint(sample.image, paint, bundle, device="cpu")
+    assert widget.threshold.value == pytest.approx(expect.threshold)
+    assert "estimated on" in widget.progress.status.value and "slices 2, 3" in widget.progress.status.value
 
 
 def test_cancel_keeps_previous_state(make_napari_viewer, qtbot):

@@ -67,11 +67,22 @@ class SegmentWidget(JobWidget):
                                       tooltip="One-structure models: a voxel whose probability is above "
                                               "this is the structure. Several classes use the most "
                                               "probable one.")
+        self.paint = ComboBox(label="Paint", choices=self._gt_choices,
+                              tooltip="The painted Labels layer (as for Fine-tune), for 'Threshold from "
+                                      "paint'.")
+        self.threshold_button = PushButton(
+            text="Threshold from paint",
+            tooltip="Set the threshold that gives the best IoU on the painted slices the model did not "
+                    "train on (e.g. slices painted or corrected after the last training round).")
         self.device = ComboBox(label="Device", choices=list(DEVICE_CHOICES), value="auto",
                                tooltip="auto: CUDA GPU, then Apple MPS, then CPU.")
         self.tta = ComboBox(label="TTA", choices=["none", "flips", "d4"], value="none",
                             tooltip="Test-time augmentation: average the prediction over 4 flips or the 8 quarter turns and "
                                     "flips: smoother, 4x / 8x the time.")
+        self.z_smooth = CheckBox(label="Smooth across slices", value=False,
+                                 tooltip="Stack mode: threshold each slice's probabilities averaged with "
+                                         "its two neighbours' (1/4, 1/2, 1/4), against flicker between "
+                                         "thick sections.")
         self.min_size = SpinBox(label="Min. piece (voxels)", value=0, min=0, max=10**9, step=10,
                                 tooltip="Clean-up: pieces of a class smaller than this become background "
                                         "(per slice in stack mode, in 3D in orthoplane mode). 0: keep all.")
@@ -94,7 +105,8 @@ class SegmentWidget(JobWidget):
         self.iou_info = text_label("")
         super().__init__(widgets=[
             self.model_info, self.model_file, self.load_button, self.image, self.mode, self.mode_note,
-            self.threshold, self.device, self.tta, self.min_size, self.fill_holes, self.keep_probs, self.keep_uncertainty, self.segment_button,
+            self.threshold, self.paint, self.threshold_button, self.device, self.tta, self.z_smooth, self.min_size, self.fill_holes,
+            self.keep_probs, self.keep_uncertainty, self.segment_button,
             self.slice_button, self.uncertain_button,
             self.progress, self.ground_truth, self.evaluate_button, self.iou_info,
         ])
@@ -109,6 +121,7 @@ class SegmentWidget(JobWidget):
         self.jobs = JobRunner(self.progress, name="Segmentation", on_running=self._set_running)
 
         self.load_button.changed.connect(lambda: self.load_model_file())
+        self.threshold_button.changed.connect(lambda: self.threshold_from_paint())
         self.segment_button.changed.connect(lambda: self.run())
         self.slice_button.changed.connect(lambda: self.run(current_slice=True))
         self.uncertain_button.changed.connect(lambda: self.next_uncertain_slice())
@@ -132,6 +145,7 @@ class SegmentWidget(JobWidget):
     def _refresh_choices(self, _event=None) -> None:
         self.image.reset_choices()
         self.ground_truth.reset_choices()
+        self.paint.reset_choices()
         self._update_mode_note()
 
     def _on_layer_removed(self, event) -> None:
@@ -189,6 +203,27 @@ class SegmentWidget(JobWidget):
         self.state.set_active_model(bundle, path)
         self.progress.finish(f"Model loaded: {bundle.classes}")
 
+    # -- threshold ------------------------------------------------------------------------
+    def threshold_from_paint(self):
+        """Estimate the threshold on the held-out painted slices in a thread worker."""
+        bundle, layer, paint = self.state.active_model, self.image.value, self.paint.value
+        problem = ("No model yet: fine-tune one, or load a model file." if bundle is None else
+                   "Choose the image to segment." if layer is None else
+                   "Choose the painted Labels layer (Paint)." if paint is None else
+                   "The paint and the image differ in shape." if paint.data.shape != layer.data.shape else
+                   "A threshold is estimated on painted slices of a volume." if layer.ndim != 3 else "")
+        if problem:
+            notify_error(problem)
+            return None
+        return self.jobs.start(_threshold_job, full_data(layer), full_data(paint), bundle, self.device.value,
+                               message="Estimating the threshold on the held-out paint ...",
+                               on_result=self._on_threshold,
+                               cancelled="Cancelled; the threshold is unchanged.")
+
+    def _on_threshold(self, estimate) -> None:
+        self.threshold.value = estimate.threshold
+        self.progress.finish(estimate.describe()[0].upper() + estimate.describe()[1:])
+
     # -- running --------------------------------------------------------------------------
     def run(self, current_slice: bool = False):
         """Segment the chosen layer (or the slice on screen) in a thread worker; returns the worker."""
@@ -215,7 +250,8 @@ class SegmentWidget(JobWidget):
             notify_error("Orthoplane needs a 3D volume; this image is 2D. Use the stack mode.")
             return None
         options = {"mode": mode, "threshold": float(self.threshold.value), "device": self.device.value,
-                   "tta": self.tta.value,
+                   "tta": self.tta.value, "z_smooth": bool(self.z_smooth.value) and mode == "stack"
+                   and screen is None and layer.ndim == 3,
                    "keep_probabilities": bool(self.keep_probs.value),
                    "keep_uncertainty": bool(self.keep_uncertainty.value), "voxel_size": voxel_size(layer)}
         what = f"{screen.describe()} of {layer.name}" if screen is not None else layer.name
@@ -228,6 +264,7 @@ class SegmentWidget(JobWidget):
     def _set_running(self, running: bool) -> None:
         self.segment_button.enabled = not running
         self.slice_button.enabled = not running
+        self.threshold_button.enabled = not running
         self.uncertain_button.enabled = not running and bool(self._unsure_order)
         self.load_button.enabled = not running
         self.evaluate_button.enabled = (not running and self._labels_layer is not None
@@ -429,6 +466,24 @@ def _load_job(path, progress):
     return load_bundle(path)
 
 
+def _eight_bit(data, progress):
+    """The layer's data as the model reads it: 8-bit (standardised when it is not)."""
+    if getattr(data, "dtype", None) == np.uint8:
+        return data
+    from ..io import standardize
+
+    progress(0, 0, "standardising")
+    return standardize(data, rgb=False)[0]
+
+
+def _threshold_job(data, paint, bundle, device, progress, should_stop):
+    wait_for_torch_stack(progress)
+    from ..threshold import threshold_from_paint
+
+    return threshold_from_paint(_eight_bit(data, progress), np.asarray(paint), bundle, device=device,
+                                progress=progress, should_stop=should_stop)
+
+
 def _segment_job(data, bundle, options: dict, cleanup: tuple, progress, should_stop):
     """Worker: standardise if needed, segment, clean up (min size, fill holes) when asked;
     returns the Segmentation."""
@@ -437,12 +492,7 @@ def _segment_job(data, bundle, options: dict, cleanup: tuple, progress, should_s
     wait_for_torch_stack(progress)
     from ..infer import segment
 
-    volume = data
-    if getattr(data, "dtype", None) != np.uint8:
-        from ..io import standardize
-
-        progress(0, 0, "standardising")
-        volume, _info = standardize(data, rgb=False)
+    volume = _eight_bit(data, progress)
     from ..cleanup import clean_segmentation
 
     min_size, holes = cleanup
