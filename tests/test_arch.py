@@ -9,7 +9,7 @@ import torch
 from napari_cem.device import DeviceInfo
 from napari_cem.model import build_unet, encoder_name, load_bundle, save_bundle
 from napari_cem.synthetic import make_em_volume
-from napari_cem.train import CPU_FLOAT32_ARCH, FinetuneConfig, pick_arch, run_finetune
+from napari_cem.train import CPU_FLOAT32_HINT, FinetuneConfig, pick_arch, run_finetune
 from napari_cem.weights import arch_of_state, encoder_state, load_encoder_weights, read_encoder
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -82,7 +82,7 @@ def test_weights_load_only_into_the_same_encoder(tmp_path):
 @pytest.mark.parametrize("request_, info, kw, expected", [
     ("auto", GPU, {}, "resnet50"),
     ("auto", CPU_BF16, {}, "resnet50"),
-    ("auto", CPU_FP32, {}, CPU_FLOAT32_ARCH),
+    ("auto", CPU_FP32, {}, "resnet50"),  # the slim model did not reach its IoU (RESULTS.md)
     ("auto", CPU_FP32, {"checkpoint": "resnet50"}, "resnet50"),  # released CEM weights
     ("auto", GPU, {"checkpoint": "resnet18"}, "resnet18"),
     ("auto", GPU, {"parent": "resnet34"}, "resnet34"),
@@ -93,6 +93,7 @@ def test_weights_load_only_into_the_same_encoder(tmp_path):
 def test_auto_picks_the_encoder_of_the_weights_else_by_device(request_, info, kw, expected):
     arch, why = pick_arch(request_, info, **kw)
     assert arch == expected and why
+    assert (CPU_FLOAT32_HINT in why) == (info is CPU_FP32 and not kw and request_ == "auto")
 
 
 def test_an_encoder_that_disagrees_with_the_weights_is_refused():

@@ -172,10 +172,10 @@ class FinetuneWidget(JobWidget):
         self.download_button = PushButton(text="Download weights", visible=False)
         self.arch = ComboBox(label="Model", choices=list(ARCH_CHOICES), value="auto",
                              tooltip="The U-Net's encoder (slim: a decoder half as wide). auto: the "
-                                     "encoder of the weights or of the model continued from; else "
-                                     "ResNet50 on a GPU or a CPU with native bf16, the CPU-sized model "
-                                     "on other CPUs (it trains faster there). Training says which "
-                                     "model it uses and why.")
+                                     "encoder of the weights or of the model continued from, else "
+                                     "ResNet50. On a CPU without native bf16, resnet18-slim trains 2.4x "
+                                     "faster (about 0.03 IoU lower on VNC mitochondria). Training says "
+                                     "which model it uses and why.")
         self.start_from = ComboBox(
             label="Start from", choices=START_FROM, value=START_FROM[0],
             tooltip="a new model (from the Weights above), or continue from the active model or a "

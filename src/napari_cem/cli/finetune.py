@@ -45,8 +45,8 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", choices=["auto", "resnet50", "resnet34", "resnet18", "resnet18-slim"],
                    default="auto",
                    help="the U-Net: its ResNet encoder (resnet18-slim: with a decoder half as wide). "
-                        "auto: the encoder of --weights / --init; without, ResNet50 on a GPU or a CPU "
-                        "with native bf16, the CPU-sized model on other CPUs (it trains faster there)")
+                        "auto: the encoder of --weights / --init, else ResNet50 (on a CPU without "
+                        "native bf16 resnet18-slim trains 2.4x faster, about 0.03 IoU lower on VNC)")
     p.add_argument("--planes", choices=["auto", "xy", "all"], default="auto",
                    help="auto: also xz and yz slices for near-isotropic volumes (default)")
     p.add_argument("--lr", type=float_in(0, 10, low_open=True), default=None,
