@@ -199,7 +199,7 @@ class FinetuneWidget(JobWidget):
         self.freeze = ComboBox(label="Freeze", choices=list(FREEZE_CHOICES), value="auto",
                                tooltip="auto: frozen encoder with pre-trained weights, everything "
                                        "trains without. layer4: the last encoder block trains too.")
-        self.encoder_bn = ComboBox(label="Encoder BatchNorm", choices=list(ENCODER_BN_CHOICES), value="keep",
+        self.encoder_bn = ComboBox(label="Encoder BN", choices=list(ENCODER_BN_CHOICES), value="keep",
                                    tooltip="A frozen encoder's BatchNorm statistics: keep the "
                                            "checkpoint's, or adapt them to this data (its parameters "
                                            "stay frozen).")
