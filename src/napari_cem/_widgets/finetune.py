@@ -185,7 +185,10 @@ class FinetuneWidget(JobWidget):
         self.add_classes = CheckBox(label="New classes widen the model", value=False, visible=False,
                                     tooltip="A painted class the model lacks gets a new output, learned "
                                             "from scratch; the classes it knows keep what they learned.")
-        self.iterations = SpinBox(label="Iterations", value=500, min=1, max=100_000, step=50)
+        self.iterations = SpinBox(label="Iterations", value=500, min=1, max=100_000, step=50,
+                                  tooltip="On a 2-core CPU, 300 iterations of batch 8, crop 256 took about "
+                                          "11 min for the ResNet50 with native bf16 (18 min without) and "
+                                          "4 min (7) for resnet18-slim; 150 were not enough on VNC.")
         self.crop = SpinBox(label="Crop size", value=512, min=64, max=2048, step=32,
                             tooltip="Square training crops (multiple of 32); 224-256 for small images.")
         self.batch = SpinBox(label="Batch size", value=16, min=1, max=256,
