@@ -9,7 +9,8 @@ flips``, ``z_smooth``, both, and clean-up (pieces under N voxels per slice remov
 filled) of the plain labels and, with ``--combo-clean`` voxels, of the smoothed ones. Scores: 3D and mean 2D IoU (``metrics.evaluate``), training and
 segmentation seconds. One JSON file per run in ``benchmarks/_work`` (the model bundle
 beside it: ``--reuse`` scores it again without training), then a row per run and a row of
-mean +- SD over the seeds.
+mean +- SD over the seeds. ``--split reverse`` trains on slices 10-19 (painted the same
+way) and scores 0-9.
 
     PYTHONPATH=src python benchmarks/bench_levers.py --few none --arch resnet18 --seeds 0,1,2 --rows
 """
@@ -36,7 +37,7 @@ FEW = {"none": "dense slices 0-9", "3slices": "3 painted slices (0, 4, 8)", "5ro
 def _name(args, seed: int) -> str:
     weights = Path(args.weights).stem.split(".")[0] if args.weights != "none" else "none"
     return (f"levers_{args.few}_{args.arch}_{weights}_{args.freeze}_{args.encoder_bn}"
-            f"_it{args.iterations}_seed{seed}")
+            f"_it{args.iterations}{'_reverse' if args.split == 'reverse' else ''}_seed{seed}")
 
 
 def train(args, seed: int, image, mito):
@@ -53,7 +54,7 @@ def train(args, seed: int, image, mito):
                           planes="xy", device="cpu", iterations=args.iterations, crop_size=256,
                           batch_size=8, seed=seed, arch=args.arch, weights=args.weights,
                           freeze=args.freeze, encoder_bn=args.encoder_bn,
-                          data_source=f"VNC stack1 slices 0-9, {FEW[args.few]}")
+                          data_source=f"VNC stack1 slices {_train_slices(args)}, {FEW[args.few]}")
     WORK_DIR.mkdir(exist_ok=True)
     save_bundle(bundle, path)
     return bundle, float(bundle.training["seconds"])
@@ -93,6 +94,10 @@ def _cleaned(result, size: int, truth, seconds: float) -> dict:
     return {**score(res.labels, truth), "seconds": seconds + time.perf_counter() - t0}
 
 
+def _train_slices(args) -> str:
+    return "10-19" if args.split == "reverse" else "0-9"
+
+
 def _mean_sd(values) -> str:
     sd = statistics.stdev(values) if len(values) > 1 else 0.0
     return f"{statistics.mean(values):.3f} +- {sd:.3f}"
@@ -107,6 +112,8 @@ def main(argv=None) -> int:
     p.add_argument("--encoder-bn", default="keep", choices=["keep", "adapt"])
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--split", choices=["forward", "reverse"], default="forward",
+                   help="forward: train on slices 0-9, score 10-19; reverse: train on 10-19, score 0-9")
     p.add_argument("--clean-sizes", default="200,1000,3000", help="clean-up: smallest piece kept, voxels per slice")
     p.add_argument("--combo-clean", type=int, default=1000, help="the clean-up size used with the other levers")
     p.add_argument("--reuse", action="store_true", help="score the saved model of a run again")
@@ -117,6 +124,8 @@ def main(argv=None) -> int:
         print(f"skipped: the VNC data are not in {VNC_DIR}")
         return 0
     image, mito = _load_vnc(VNC_DIR)
+    if args.split == "reverse":  # the halves swapped: "0-9" below are slices 10-19
+        image, mito = np.concatenate([image[10:], image[:10]]), np.concatenate([mito[10:], mito[:10]])
     truth = (mito[10:] > 0).astype(np.uint8)
     clean_sizes = [int(v) for v in args.clean_sizes.split(",") if v]
     runs = []
@@ -128,11 +137,11 @@ def main(argv=None) -> int:
         print(json.dumps(result), flush=True)
         runs.append(result)
     if args.rows:
-        what = (f"{FEW[args.few]}, U-Net {runs[0]['arch']}, weights {args.weights}, freeze {args.freeze}, "
+        what = (f"{FEW[args.few]} of slices {_train_slices(args)} (scored: the other 10), U-Net {runs[0]['arch']}, weights {args.weights}, freeze {args.freeze}, "
                 f"encoder BN {args.encoder_bn}, {args.iterations} it, batch 8, crop 256, cpu")
         for r in runs:
             lv = r["levers"]
-            print(row(f"levers VNC mito {args.few} {r['arch']} seed {r['seed']}",
+            print(row(f"levers VNC mito {args.few} {r['arch']} {args.split} seed {r['seed']}",
                       f"training {r['train_s']:.0f} s; " + "; ".join(
                           f"{k}: IoU 3D {v['iou_3d']:.3f} / 2D {v['iou_2d']:.3f}, seg {v['seconds']:.1f} s"
                           for k, v in lv.items()) + f" ({what}{'; ' + args.note if args.note else ''})"))
@@ -141,7 +150,7 @@ def main(argv=None) -> int:
             f"{k}: IoU 3D {_mean_sd([r['levers'][k]['iou_3d'] for r in runs])}, 2D "
             f"{_mean_sd([r['levers'][k]['iou_2d'] for r in runs])}, seg "
             f"{statistics.mean(r['levers'][k]['seconds'] for r in runs):.1f} s" for k in levers)
-        print(row(f"levers VNC mito {args.few} {runs[0]['arch']}: mean +- SD over seeds "
+        print(row(f"levers VNC mito {args.few} {runs[0]['arch']} {args.split}: mean +- SD over seeds "
                   f"{args.seeds}", f"training {statistics.mean(r['train_s'] for r in runs):.0f} s; {summary} "
                   f"({what}{'; ' + args.note if args.note else ''})"))
     return 0
