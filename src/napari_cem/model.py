@@ -30,7 +30,7 @@ BUNDLE_VERSION = 1
 ARCHITECTURE = {"name": "Unet", "in_channels": 1, "library": "segmentation_models_pytorch"}
 ENCODERS = ("resnet50", "resnet34", "resnet18")  # what encoder weights and pre-training take
 DECODER = (256, 128, 64, 32, 16)  # smp's default decoder channels
-SLIM_DECODER = (128, 64, 32, 16, 16)  # half as wide: about 1.4x faster training on a CPU
+SLIM_DECODER = (128, 64, 32, 16, 16)  # half as wide: 1.2x the ResNet18's training speed on a CPU (RESULTS.md)
 #: the U-Nets napari-cem builds: name -> (encoder, decoder channels)
 ARCHS = {"resnet50": ("resnet50", DECODER), "resnet34": ("resnet34", DECODER),
          "resnet18": ("resnet18", DECODER), "resnet18-slim": ("resnet18", SLIM_DECODER)}

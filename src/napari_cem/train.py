@@ -37,14 +37,14 @@ import numpy as np
 
 from ._cancel import Cancelled, stoppable
 from .augment import IGNORE, Augment, augment_batch, window_side
-from .model import pretty_encoder
+from .model import ARCHS, pretty_encoder
 from .patches import is_isotropic
 
 __all__ = ["FREEZE_CHOICES", "FinetuneConfig", "TrainProgress", "TrainingData", "class_weights", "finetune",
            "masked_loss", "prepare_training_data", "run_finetune"]
 
 FREEZE_CHOICES = ("auto", "encoder", "layer4", "none")
-ARCH_CHOICES = ("auto", "resnet50", "resnet34", "resnet18", "resnet18-slim")  # model.ARCHS
+ARCH_CHOICES = ("auto", *ARCHS)
 ENCODER_BN_CHOICES = ("keep", "adapt")
 #: what "auto" says on a CPU that trains in float32 (no native bf16), where the ResNet50 is
 #: slowest: the faster model and its measured cost (VNC mito, RESULTS.md, issue 17). It does
@@ -541,7 +541,7 @@ class FinetuneConfig:
     init: object = None  # a ModelBundle, (bundle, its file) or a file: continue from its U-Net
     add_classes: bool = False  # with init: a painted class the bundle lacks gets a new output
     warmup: float | None = None
-    arch: str = "auto"  # the U-Net's encoder: auto | resnet50 | resnet34 | resnet18 (pick_arch)
+    arch: str = "auto"  # the U-Net: one of ARCH_CHOICES (auto: pick_arch)
     encoder_bn: str = "keep"  # a frozen encoder's BatchNorm statistics: keep | adapt
 
     def __post_init__(self):
@@ -726,8 +726,6 @@ def pick_arch(request: str, info, *, checkpoint: str | None = None, parent: str 
     """(U-Net name, why) of a run: the one asked for, else the encoder of the weights or of
     the model continued from, else CEM500K's ResNet50 (on a CPU in float32 the why names
     the faster model: CPU_FLOAT32_HINT)."""
-    from .model import ARCHS
-
     if request != "auto":
         if parent is not None and parent != request:
             raise ValueError(f"The model continued from is a U-Net {pretty_encoder(parent)}, not a "

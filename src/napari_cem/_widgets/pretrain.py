@@ -53,6 +53,7 @@ class PretrainWidget(JobWidget):
 
     def __init__(self, napari_viewer):
         from ..device import DEVICE_CHOICES
+        from ..model import ENCODERS
         from ..pretrain import PretrainConfig
 
         d = PretrainConfig()
@@ -70,7 +71,7 @@ class PretrainWidget(JobWidget):
         self.output = FileEdit(label="Output folder", mode="d",
                                tooltip="Where checkpoint.pth.tar (every epoch) and log.csv go. "
                                        "Empty: beside the patches (<export>/moco).")
-        self.arch = ComboBox(label="Encoder", choices=["resnet50", "resnet34", "resnet18"], value=d.arch,
+        self.arch = ComboBox(label="Encoder", choices=list(ENCODERS), value=d.arch,
                              tooltip="ResNet50 as CEM500K; ResNet18/34 train several times faster on a "
                                      "CPU (Fine-tune then builds a U-Net of the same encoder).")
         self.epochs = SpinBox(label="Epochs", value=d.epochs, min=1, max=10_000,

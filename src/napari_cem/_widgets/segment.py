@@ -222,7 +222,7 @@ class SegmentWidget(JobWidget):
 
     def _on_threshold(self, estimate) -> None:
         self.threshold.value = estimate.threshold
-        self.progress.finish(estimate.describe()[0].upper() + estimate.describe()[1:])
+        self.progress.finish(f"Estimated: {estimate.describe()}")
 
     # -- running --------------------------------------------------------------------------
     def run(self, current_slice: bool = False):

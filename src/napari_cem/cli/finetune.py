@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from .._argtypes import float_in, int_at_least
+from ..train import ARCH_CHOICES, ENCODER_BN_CHOICES  # light: no torch at import
 from .._outputs import check_writable_file
 from . import CLIError, command, progress_bar
 from ._common import _axis_options, _read, _save
@@ -39,11 +40,10 @@ def _finetune_args(p: argparse.ArgumentParser) -> None:
                    help="every slice holding paint is fully labelled: its 0 pixels are background")
     p.add_argument("--freeze", choices=["auto", "encoder", "layer4", "none"], default="auto",
                    help="auto: frozen encoder with weights, everything trains without (default)")
-    p.add_argument("--encoder-bn", choices=["keep", "adapt"], default="keep",
+    p.add_argument("--encoder-bn", choices=list(ENCODER_BN_CHOICES), default="keep",
                    help="a frozen encoder's BatchNorm statistics: keep the checkpoint's (default) or "
                         "adapt them to the training data (parameters stay frozen)")
-    p.add_argument("--arch", choices=["auto", "resnet50", "resnet34", "resnet18", "resnet18-slim"],
-                   default="auto",
+    p.add_argument("--arch", choices=list(ARCH_CHOICES), default="auto",
                    help="the U-Net: its ResNet encoder (resnet18-slim: with a decoder half as wide). "
                         "auto: the encoder of --weights / --init, else ResNet50 (on a CPU without "
                         "native bf16 resnet18-slim trains 2.4x faster, about 0.03 IoU lower on VNC)")

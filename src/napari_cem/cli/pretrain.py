@@ -19,6 +19,7 @@ CLI_NAMES = {"batch_size": "--batch", "queue_size": "--queue", "resume": "--resu
 
 def _pretrain_args(p: argparse.ArgumentParser) -> None:
     from .._argtypes import float_in, int_at_least
+    from ..model import ENCODERS
     from ..pretrain import PretrainConfig
 
     d = PretrainConfig()
@@ -31,7 +32,7 @@ def _pretrain_args(p: argparse.ArgumentParser) -> None:
                    help=f"total batch over all GPUs (default {d.batch_size})")
     p.add_argument("--lr", type=float_in(0, 10, low_open=True), default=d.lr, help=f"default {d.lr}")
     p.add_argument("--queue", type=int_at_least(1), default=d.queue_size, help=f"default {d.queue_size}")
-    p.add_argument("--arch", default=d.arch, choices=["resnet50", "resnet34", "resnet18"],
+    p.add_argument("--arch", default=d.arch, choices=list(ENCODERS),
                    help="encoder (default resnet50, as CEM500K)")
     p.add_argument("--crop", type=int_at_least(32), default=d.crop, help=f"view size (default {d.crop})")
     p.add_argument("--seed", type=int_at_least(0), default=d.seed)
