@@ -15,7 +15,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-COMMANDS = ("demo", "info", "inspect", "curate", "segment", "evaluate", "finetune", "filter", "pretrain")
+COMMANDS = ("demo", "info", "inspect", "curate", "segment", "instances", "evaluate", "finetune", "filter", "pretrain")
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Callable]] = {}
 
 

@@ -19,10 +19,14 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partial", action="store_true",
                    help="for an unfinished 'segment --zarr' store: score only its finished slabs "
                         "(by default an unfinished store is refused)")
+    p.add_argument("--instances", action="store_true",
+                   help="PRED and GT are instance labels (objects): matches by IoU, precision / "
+                        "recall / F1 at 0.5 and 0.75, panoptic quality, splits and merges")
     _axis_options(p, what="both label images")
 
 
-@command("evaluate", "IoU per class of predicted labels against ground truth (3D and mean of 2D slices)",
+@command("evaluate", "IoU per class of predicted labels against ground truth (3D and mean of 2D "
+         "slices), or instance scores (--instances)",
          _evaluate_args)
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..metrics import evaluate
@@ -33,6 +37,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     scope = ""
     if finished is not None:
         pred, gt, scope = _finished_part(pred, gt, *finished, partial=args.partial)
+    if args.instances:
+        return _evaluate_instances(pred, gt, args)
     try:
         result = evaluate(pred, gt, classes=classes)
     except ValueError as exc:
@@ -40,6 +46,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"IoU of {args.pred} against {args.gt} ({result.n_slices} slice"
           f"{'s' if result.n_slices != 1 else ''}, background excluded{scope})")
     print(result.table())
+    return 0
+
+
+def _evaluate_instances(pred, gt, args) -> int:
+    from ..instance_metrics import evaluate_instances
+
+    try:
+        scores = evaluate_instances(pred, gt)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    print(f"instances of {args.pred} against {args.gt}")
+    print(scores.table())
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["label_counts", "saved_class_names", "write_labels_tiff"]
+__all__ = ["label_counts", "saved_class_names", "saved_info", "write_labels_tiff"]
 
 
 def label_counts(labels, n: int) -> list[int]:
@@ -44,8 +44,9 @@ def write_labels_tiff(path, array, voxel_size, info: dict) -> None:
         tifffile.imwrite(tmp, array, **kwargs)
 
 
-def saved_class_names(path) -> list[str] | None:
-    """The class names a labels TIFF written by :func:`write_labels_tiff` carries, or None."""
+def saved_info(path) -> dict | None:
+    """The record a TIFF written by :func:`write_labels_tiff` carries (classes, source,
+    probabilities ...), or None."""
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff"):
         return None
@@ -54,6 +55,17 @@ def saved_class_names(path) -> list[str] | None:
 
         with tifffile.TiffFile(path) as tif:
             text = (tif.imagej_metadata or {}).get("Info")
-        return json.loads(text).get("classes") if text else None
-    except Exception:  # noqa: BLE001 - any unreadable metadata: no names, the caller asks
+            if text is None:
+                text = tif.pages[0].description if tif.pages else None
+        info = json.loads(text) if text else None
+        if isinstance(info, dict) and "napari_cem" in info and isinstance(info["napari_cem"], str):
+            info = json.loads(info["napari_cem"])
+        return info if isinstance(info, dict) else None
+    except Exception:  # noqa: BLE001 - any unreadable metadata: nothing known, the caller asks
         return None
+
+
+def saved_class_names(path) -> list[str] | None:
+    """The class names a labels TIFF written by :func:`write_labels_tiff` carries, or None."""
+    info = saved_info(path)
+    return info.get("classes") if info else None
