@@ -38,11 +38,11 @@ from .instances import (
 __all__ = ["INSTANCES_FORMAT", "find_instances_in_slabs", "open_instances", "slab_thickness"]
 
 INSTANCES_FORMAT = "napari-cem-instances"
-_SLAB_BYTES = 256 << 20  # semantic slab read at a time (the labelling holds ~10x that)
+_SLAB_BYTES = 64 << 20  # semantic slab read at a time (the labelling holds ~10x that)
 
 
 def slab_thickness(shape, itemsize: int = 1, z_chunk: int | None = None) -> int:
-    """Slices per slab: about 256 MiB of input, a whole number of the input's z chunks."""
+    """Slices per slab: about 64 MiB of input, a whole number of the input's z chunks."""
     plane = int(np.prod(shape[1:])) * max(int(itemsize), 1)
     n = max(1, _SLAB_BYTES // max(plane, 1))
     if z_chunk:
@@ -138,7 +138,7 @@ def find_instances_in_slabs(semantic, out, *, value: int | None = None, kind: st
                 n += k
             return np.stack(parts), n, cmap
         lab, n = label_block(cmap, conn)
-        return lab.astype(np.int64), n, cmap
+        return lab, n, cmap
 
     # pass 1: pieces, their sizes and classes, joins across slab borders
     offsets, sizes, classes, pairs = [], [np.zeros(1, np.int64)], [np.zeros(1, np.int64)], []
@@ -148,10 +148,9 @@ def find_instances_in_slabs(semantic, out, *, value: int | None = None, kind: st
         lab, n, cmap = label(z0, z1)
         sizes.append(np.bincount(lab.ravel(), minlength=n + 1)[1:])
         classes.append(classes_of(lab, cmap, n)[1:])
-        glob = lab + total * (lab > 0)
         if last is not None and mode == "3d":
-            pairs.append(border_pairs(last[0], glob[0], last[1], cmap[0], conn))
-        last = (glob[-1].copy(), cmap[-1].copy())
+            pairs.append(border_pairs(last[0], _global(lab[0], total), last[1], cmap[0], conn))
+        last = (_global(lab[-1], total), cmap[-1].copy())
         offsets.append(total)
         total += n
         if progress is not None:
@@ -185,7 +184,9 @@ def find_instances_in_slabs(semantic, out, *, value: int | None = None, kind: st
         for i, (z0, z1) in enumerate(slabs):
             check()
             lab, _n, _c = label(z0, z1)
-            labels[z0:z1] = lut[lab + offsets[i] * (lab > 0)]
+            part = lut[offsets[i]:offsets[i] + _n + 1].copy()  # local id -> final id
+            part[0] = 0
+            labels[z0:z1] = part[lab]
             if progress is not None:
                 progress(len(slabs) + i + 1, total_steps, "writing objects")
         group.attrs["napari_cem"] = {"format": INSTANCES_FORMAT, "count": count,
@@ -197,6 +198,13 @@ def find_instances_in_slabs(semantic, out, *, value: int | None = None, kind: st
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return open_instances(target)
+
+
+def _global(plane: np.ndarray, offset: int) -> np.ndarray:
+    """Global piece ids of one plane of a slab's local ids."""
+    out = plane.astype(np.int64)
+    out[out > 0] += offset
+    return out
 
 
 def _z_chunk(array) -> int | None:

@@ -41,7 +41,7 @@ def _instances_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="for probabilities (default 0.5)")
     p.add_argument("--image", metavar="EM", help="the EM volume, for intensity columns in OUT.csv")
     p.add_argument("--slab", type=int_at_least(1), default=None, metavar="N",
-                   help="slices per slab for a zarr output (default: about 256 MiB of input)")
+                   help="slices per slab for a zarr output (default: about 64 MiB of input)")
     _axis_options(p, what="the segmentation")
 
 
