@@ -25,6 +25,10 @@ def test_box_in_nm_and_px():
     assert cols["bbox_x0_nm"][0] == 16 and cols["bbox_x1_nm"][0] == 56
     assert cols["intensity_min"][0] == 1 and cols["intensity_max"][0] == 7
     assert cols["intensity_mean"][0] == pytest.approx((19 * 7 + 1) / 20)
+    # a 2 x 2 x 5 box of 40 x 8 x 8 nm voxels: marching cubes cuts its corners, so a bit under
+    # the box's 2 * (80 * 16 + 80 * 40 + 16 * 40) nm^2
+    box_area = 2 * (80 * 16 + 80 * 40 + 16 * 40)
+    assert 0.6 * box_area < cols["surface_area_nm2"][0] < box_area
     px = measure_objects(labels)
     assert "volume_px3" in px and px["volume_px3"][0] == 20 and "class" not in px
 
@@ -35,6 +39,7 @@ def test_2d_area_and_csv():
     labels[4, 4] = 2
     cols = measure_objects(labels)
     assert cols["area_px2"].tolist() == [6, 1] and "first_slice" not in cols
+    assert cols["solidity"].tolist() == [1.0, 1.0]
     text = table_csv(cols)
     assert text.splitlines()[0].startswith("label,voxels,area_px2") and len(text.splitlines()) == 3
 

@@ -17,7 +17,8 @@ __all__ = ["measure_objects", "table_csv"]
 def measure_objects(labels, *, image=None, voxel_size=None, object_class=None, class_names=None) -> dict:
     """Columns per object id 1..N present in *labels* (2D or 3D, numpy): label, class,
     voxels, volume (area in 2D), equivalent diameter, centroid and bounding box, first and
-    last slice and number of slices (3D), mean / min / max of *image* when given."""
+    last slice and number of slices (3D), surface area (3D, marching cubes) or solidity
+    (2D), mean / min / max of *image* when given."""
     from scipy import ndimage
 
     labels = np.asarray(labels)
@@ -59,6 +60,10 @@ def measure_objects(labels, *, image=None, voxel_size=None, object_class=None, c
         cols[f"bbox_{letter}1_{unit}"] = hi * spacing[axis]
         if letter == "z":
             cols["first_slice"], cols["last_slice"], cols["slices"] = lo, hi - 1, hi - lo
+    if labels.ndim == 3:
+        cols[f"surface_area_{unit}2"] = np.array([_surface(labels, boxes[i - 1], i, spacing) for i in ids])
+    else:
+        cols["solidity"] = np.array([_solidity(labels, boxes[i - 1], i) for i in ids])
     if image is not None:
         image = np.asarray(image)
         if image.shape != labels.shape:
@@ -68,6 +73,22 @@ def measure_objects(labels, *, image=None, voxel_size=None, object_class=None, c
         cols["intensity_min"] = np.asarray(ndimage.minimum(image, labels, ids), dtype=np.float64)
         cols["intensity_max"] = np.asarray(ndimage.maximum(image, labels, ids), dtype=np.float64)
     return cols
+
+
+def _surface(labels, box, i: int, spacing) -> float:
+    """Area of the marching-cubes surface of object *i* (its crop padded by one voxel)."""
+    from skimage.measure import marching_cubes, mesh_surface_area
+
+    crop = np.pad(labels[box] == i, 1).astype(np.uint8)
+    verts, faces, _n, _v = marching_cubes(crop, 0.5, spacing=tuple(float(v) for v in spacing))
+    return float(mesh_surface_area(verts, faces))
+
+
+def _solidity(labels, box, i: int) -> float:
+    """Area over the area of the convex hull of 2D object *i*."""
+    from skimage.measure import regionprops
+
+    return float(regionprops((labels[box] == i).astype(np.uint8))[0].solidity)
 
 
 def table_csv(cols: dict) -> str:
