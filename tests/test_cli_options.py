@@ -12,6 +12,7 @@ from napari_cem.cli import build_parser
 # the positional arguments each command needs to get as far as option parsing
 POSITIONAL = {"demo": [], "info": [], "inspect": ["x.tif"], "curate": ["x.tif", "-o", "out"],
               "segment": ["m.pt", "x.tif", "-o", "o.tif"], "evaluate": ["a.tif", "b.tif"],
+              "instances": ["seg.tif", "-o", "o.tif"],
               "finetune": ["x.tif", "l.tif", "-o", "m.pt"], "filter": ["export", "-o", "out"],
               "pretrain": ["patches", "-o", "out"]}
 
@@ -39,6 +40,12 @@ BAD_VALUES = [
     ("segment", "--batch-size", "-3", "must be 1 or more"),
     ("segment", "--timepoint", "-1", "must be 0 or more"),
     ("segment", "--channel", "-1", "must be 0 or more"),
+    ("instances", "--threshold", "1.5", "at most 1"),
+    ("instances", "--min-size", "-5", "between 0 and"),
+    ("instances", "--split-depth", "0", "above 0"),
+    ("instances", "--slab", "0", "must be 1 or more"),
+    ("instances", "--timepoint", "-1", "must be 0 or more"),
+    ("instances", "--channel", "-1", "must be 0 or more"),
     ("evaluate", "--timepoint", "-1", "must be 0 or more"),
     ("evaluate", "--channel", "-1", "must be 0 or more"),
     ("finetune", "--iterations", "0", "must be 1 or more"),

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .._argtypes import int_at_least
+from .._argtypes import float_in, int_at_least
 from . import CLIError, command, progress_bar, progress_callback
 from ._common import _axis_options, _read
 
@@ -31,14 +31,14 @@ def _instances_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", action="store_true",
                    help="split touching objects (distance-transform watershed; 3D needs the volume "
                         "in memory)")
-    p.add_argument("--split-depth", type=float, default=2.0, metavar="H",
+    p.add_argument("--split-depth", type=float_in(0, 1e9, low_open=True), default=2.0, metavar="H",
                    help="how much narrower a neck must be than the bodies it joins (in --unit; "
                         "default 2)")
-    p.add_argument("--min-size", type=float, default=0, metavar="SIZE",
+    p.add_argument("--min-size", type=float_in(0, 1e18), default=0, metavar="SIZE",
                    help="drop objects smaller than SIZE (voxels, or nm^3 / nm^2 with --unit nm)")
     p.add_argument("--unit", choices=["auto", "voxels", "nm"], default="auto",
                    help="of --min-size and --split-depth; auto: nm when the voxel size is known")
-    p.add_argument("--threshold", type=float, default=0.5, help="for probabilities (default 0.5)")
+    p.add_argument("--threshold", type=float_in(0, 1), default=0.5, help="for probabilities (default 0.5)")
     p.add_argument("--image", metavar="EM", help="the EM volume, for intensity columns in OUT.csv")
     p.add_argument("--slab", type=int_at_least(1), default=None, metavar="N",
                    help="slices per slab for a zarr output (default: about 64 MiB of input)")
