@@ -11,6 +11,12 @@ class Cancelled(Exception):
     """The user stopped the job."""
 
 
+def check_stop(should_stop: Callable[[], bool] | None) -> None:
+    """Raise Cancelled when *should_stop* (a job's Stop flag, or None) says so."""
+    if should_stop is not None and should_stop():
+        raise Cancelled()
+
+
 @contextmanager
 def stoppable(model, should_stop: Callable[[], bool] | None, depth: int = 3):
     """While inside, every module of *model* down to *depth* names deep (down to the ResNet

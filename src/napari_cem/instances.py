@@ -232,11 +232,13 @@ def keep_large(sizes: np.ndarray, min_voxels: int) -> np.ndarray:
 def find_instances(semantic, *, value: int | None = None, kind: str = "auto", threshold: float = 0.5,
                    mode: str = "3d", connectivity: str = "auto", split: bool = False,
                    split_depth: float = 2.0, min_size: float = 0, unit: str = "voxels",
-                   voxel_size=None, class_names=None, progress=None, should_stop=None) -> Instances:
+                   size_unit: str | None = None, voxel_size=None, class_names=None, progress=None,
+                   should_stop=None) -> Instances:
     """Objects of a semantic volume (or 2D image) held in memory; see the module's rules.
 
     *value*: the class to take (None: every class > 0); *unit* ('voxels' or 'nm') is that of
-    *min_size* and *split_depth*. *progress(done, total, stage)* counts slices in 2D mode.
+    *min_size* and *split_depth* (*size_unit*, when given, that of *min_size* alone).
+    *progress(done, total, stage)* counts slices in 2D mode.
     """
     from ._cancel import Cancelled
 
@@ -249,7 +251,7 @@ def find_instances(semantic, *, value: int | None = None, kind: str = "auto", th
     check_value(value, kind)
     conn, why = resolve_connectivity(connectivity, mode, voxel_size)
     h, sampling = split_distance(split_depth, unit, voxel_size, mode) if split else (None, None)
-    min_voxels = size_in_voxels(min_size, unit, voxel_size, mode)
+    min_voxels = size_in_voxels(min_size, size_unit or unit, voxel_size, mode)
     planes = [data] if (mode == "3d" or data.ndim == 2) else list(data)
     parts, total = [], 0
     for i, plane in enumerate(planes):

@@ -14,11 +14,18 @@ import numpy as np
 __all__ = ["measure_objects", "table_csv"]
 
 
-def measure_objects(labels, *, image=None, voxel_size=None, object_class=None, class_names=None) -> dict:
+def measure_objects(labels, *, image=None, voxel_size=None, object_class=None, class_names=None,
+                    ids=None, offset=None, should_stop=None) -> dict:
     """Columns per object id 1..N present in *labels* (2D or 3D, numpy): label, class,
     voxels, volume (area in 2D), equivalent diameter, centroid and bounding box, first and
     last slice and number of slices (3D), surface area (3D, marching cubes) or solidity
-    (2D), mean / min / max of *image* when given."""
+    (2D), mean / min / max of *image* when given.
+
+    *ids*: measure only these objects; *offset*: where the crop *labels* starts in the
+    volume (voxels per axis), so that positions are those of the volume. Together they
+    re-measure the objects a proofreading edit touched within their bounding box (objects
+    cut by the crop's edge must not be among *ids*). *should_stop()* is asked between
+    objects' surfaces (the slow part), raising Cancelled."""
     from scipy import ndimage
 
     labels = np.asarray(labels)
@@ -31,7 +38,9 @@ def measure_objects(labels, *, image=None, voxel_size=None, object_class=None, c
     flat = labels.ravel().astype(np.int64)
     n = int(flat.max()) if flat.size else 0
     counts = np.bincount(flat, minlength=n + 1)
-    ids = np.flatnonzero(counts[1:]) + 1
+    ids_present = np.flatnonzero(counts[1:]) + 1
+    ids = ids_present if ids is None else ids_present[np.isin(ids_present, np.asarray(ids))]
+    start = np.zeros(labels.ndim, np.int64) if offset is None else np.asarray(offset, np.int64)
     cols: dict = {"label": ids}
     if object_class is not None:
         values = np.asarray(object_class)[ids]
@@ -51,17 +60,23 @@ def measure_objects(labels, *, image=None, voxel_size=None, object_class=None, c
     for axis, letter in enumerate(axes):
         coord = np.broadcast_to(grids[axis], labels.shape).ravel()
         sums = np.bincount(flat, weights=coord, minlength=n + 1)
-        cols[f"centroid_{letter}_{unit}"] = sums[ids] / counts[ids] * spacing[axis]
+        cols[f"centroid_{letter}_{unit}"] = (sums[ids] / counts[ids] + start[axis]) * spacing[axis]
     boxes = ndimage.find_objects(labels)
     for axis, letter in enumerate(axes):
-        lo = np.array([boxes[i - 1][axis].start for i in ids])
-        hi = np.array([boxes[i - 1][axis].stop for i in ids])
+        lo = np.array([boxes[i - 1][axis].start for i in ids], np.int64) + start[axis]
+        hi = np.array([boxes[i - 1][axis].stop for i in ids], np.int64) + start[axis]
         cols[f"bbox_{letter}0_{unit}"] = lo * spacing[axis]
         cols[f"bbox_{letter}1_{unit}"] = hi * spacing[axis]
         if letter == "z":
             cols["first_slice"], cols["last_slice"], cols["slices"] = lo, hi - 1, hi - lo
     if labels.ndim == 3:
-        cols[f"surface_area_{unit}2"] = np.array([_surface(labels, boxes[i - 1], i, spacing) for i in ids])
+        from ._cancel import check_stop
+
+        areas = []
+        for i in ids:
+            check_stop(should_stop)
+            areas.append(_surface(labels, boxes[i - 1], i, spacing))
+        cols[f"surface_area_{unit}2"] = np.array(areas, np.float64)
     else:
         cols["solidity"] = np.array([_solidity(labels, boxes[i - 1], i) for i in ids])
     if image is not None:

@@ -91,3 +91,17 @@ def slice_on_screen(viewer, layer) -> ScreenSlice | None:
     key = [slice(None)] * 3
     key[axis] = index
     return ScreenSlice(plane, index, tuple(key))
+
+
+def class_names_of(layer) -> list[str]:
+    """The class names a layer's napari-cem metadata carries (a segmentation's "classes", a
+    sample's "class_names"), else []."""
+    meta = layer.metadata.get("napari_cem", {}) if isinstance(layer.metadata, dict) else {}
+    names = meta.get("classes") or meta.get("class_names") or []
+    return [str(n) for n in names]
+
+
+def camera_of(viewer):
+    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera

@@ -24,7 +24,7 @@ from ._common import (
     text_label,
 )
 from ._jobs import JobRunner, JobWidget
-from ._layers import full_data, image_choices, slice_on_screen, voxel_size
+from ._layers import camera_of, full_data, image_choices, slice_on_screen, voxel_size
 from ._state import state_for
 
 _PLANE_ORDER = {"xy": (0, 1, 2), "xz": (1, 0, 2), "yz": (2, 0, 1)}  # dims order that shows a plane
@@ -296,7 +296,7 @@ class NearDuplicatesWidget(JobWidget):
         point[offset:] = list(world)
         self.viewer.dims.point = point
         # the camera centre is given in the order of the displayed axes
-        _camera(self.viewer).center = tuple(point[d] for d in self.viewer.dims.displayed)
+        camera_of(self.viewer).center = tuple(point[d] for d in self.viewer.dims.displayed)
         self.update_overlay()
 
     # -- export ---------------------------------------------------------------------------
@@ -326,12 +326,6 @@ class NearDuplicatesWidget(JobWidget):
                    f"to {summary['out_dir']} (manifest.csv).")
         self.progress.finish(message)
         notify_info(message)
-
-
-def _camera(viewer):
-    """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
-    scene = getattr(viewer, "scene", None)
-    return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
 
 
 def _rectangle(p, ndim: int) -> np.ndarray:

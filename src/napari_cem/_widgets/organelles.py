@@ -1,0 +1,532 @@
+"""Dock widget "Organelles": objects (instances) from a segmentation, their table, and
+proofreading.
+
+*Find objects* runs ``napari_cem.instances.find_instances`` and measures every object in a
+thread worker; the objects become a Labels layer whose ``features`` are the table (hover
+an object: its measurements in the status bar). Any Labels layer of objects can be
+measured and proofread the same way. The edits are ``napari_cem.proofread``'s: each
+touches only the objects' boxes on the main thread, refreshes the table and the layer,
+and is autosaved (labels TIFF + CSV, atomically) in a background thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
+
+from ._common import (
+    ProgressRow,
+    notify_error,
+    notify_info,
+    notify_warning,
+    output_problem,
+    preload_labels_display,
+    scroll_inside,
+    text_label,
+)
+from ._histogram import Histogram
+from ._jobs import JobRunner, JobWidget
+from ._layers import camera_of, class_names_of, full_data, units_of, voxel_size
+from ._object_table import ObjectTable, class_filter_choices
+
+_ALL_FOREGROUND = "all foreground"
+_POINTS_NAME = "split points"
+
+
+class OrganellesWidget(JobWidget):
+    """Find the objects of a segmentation, measure them, browse and proofread them."""
+
+    def __init__(self, napari_viewer):
+        preload_labels_display()
+        self.viewer = napari_viewer
+        self.proofreader = None  # napari_cem.proofread.Proofreader of the objects layer
+        self.objects_layer = None  # the Labels layer being proofread
+        self.autosave = None  # napari_cem.proofread.Autosave, once a file is chosen
+        self._syncing = False  # a selection set from one side: the other side does not echo it
+        super().__init__(widgets=[*self._find_rows(), *self._object_rows(), *self._edit_rows()])
+        layout = self.native.layout()
+        layout.insertWidget(layout.indexOf(self.class_filter.native) + 1, self.table)
+        layout.insertWidget(layout.indexOf(self.table) + 1, self._histogram_row())
+        scroll_inside(self)
+        self.jobs = JobRunner(self.progress, name="Finding objects", on_running=self._set_running)
+        self._relay = _relay(self._autosave_failed)
+        self._connect()
+        self._on_segmentation()
+        self._set_running(False)
+
+    # -- rows -----------------------------------------------------------------------------
+    def _find_rows(self) -> list:
+        self.segmentation = ComboBox(label="Segmentation", choices=self._segmentation_choices,
+                                     tooltip="A semantic Labels layer (e.g. Segment's result), or "
+                                             "probabilities (a float Image layer, 0-1).")
+        self.klass = ComboBox(label="Class", choices=self._class_choices,
+                              tooltip="The class whose objects to find (all foreground: every class "
+                                      "> 0, each object keeping its class).")
+        self.mode = ComboBox(label="Objects", choices=[("3D, linked across slices", "3d"),
+                                                       ("2D, per slice", "2d")], value="3d")
+        self.split = CheckBox(label="Split touching objects", value=False,
+                              tooltip="Cut objects joined by a narrow neck (distance-transform "
+                                      "watershed). Off by default: on the synthetic volumes it "
+                                      "lowered instance F1 (benchmarks/RESULTS.md).")
+        self.split_depth = FloatSpinBox(label="Split depth", value=16.0, min=0.1, max=1e5, step=1.0,
+                                        tooltip="How much narrower a neck must be than the objects "
+                                                "it joins (h-maxima of the distance transform).")
+        self.min_size = SpinBox(label="Min. size (voxels)", value=0, min=0, max=10**9, step=100,
+                                tooltip="Objects with fewer voxels are dropped (specks, noise).")
+        self.threshold = FloatSpinBox(label="Threshold", value=0.5, min=0.0, max=1.0, step=0.05,
+                                      tooltip="Probabilities: a voxel above this is foreground.")
+        self.find_button = PushButton(text="Find objects")
+        self.progress = ProgressRow()
+        return [self.segmentation, self.klass, self.mode, self.split, self.split_depth, self.min_size,
+                self.threshold, self.find_button, self.progress]
+
+    def _object_rows(self) -> list:
+        from napari.layers import Labels
+
+        from ._layers import layers_of
+
+        self.objects = ComboBox(label="Objects layer", choices=lambda _w=None: layers_of(self.viewer, Labels),
+                                tooltip="The Labels layer of objects to measure and proofread.")
+        self.measure_button = PushButton(text="Measure this layer",
+                                         tooltip="Build the table of the chosen layer's objects (for "
+                                                 "objects made elsewhere or opened from a file).")
+        self.summary = text_label("No objects yet: find them, or measure a Labels layer of objects.")
+        self.min_voxels = SpinBox(label="Show from (voxels)", value=0, min=0, max=10**9, step=100)
+        self.class_filter = ComboBox(label="Show class", choices=lambda _w=None: class_filter_choices(
+            self.proofreader.table if self.proofreader is not None else {}))
+        self.table = ObjectTable(self._on_rows_selected)
+        self.table.setToolTip("Click a row to go to its object; Ctrl/Shift-click to pick several "
+                              "(merge, delete). Click a column title to sort.")
+        return [self.objects, self.measure_button, self.summary, self.min_voxels, self.class_filter]
+
+    def _histogram_row(self):
+        from qtpy.QtWidgets import QHBoxLayout, QWidget
+
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.volume_plot, self.diameter_plot = Histogram("volume"), Histogram("diameter")
+        layout.addWidget(self.volume_plot)
+        layout.addWidget(self.diameter_plot)
+        return row
+
+    def _edit_rows(self) -> list:
+        def button(text, tip, action):
+            b = PushButton(text=text, tooltip=tip)
+            b.changed.connect(lambda _v=None: self._edit(action))
+            return b
+
+        self.merge_button = button("Merge", "Join the selected objects (rows) into one.", self.merge)
+        self.delete_button = button("Delete", "Remove the selected objects.", self.delete)
+        self.split_button = button("Split with points", "First press: add points on one object (one per "
+                                   "piece). Second press: cut it there.", self.split_at_points)
+        self.fill_button = button("Fill holes", "Background enclosed by the selected object (per "
+                                  "xy slice) becomes it.", lambda: self._each(self.proofreader.fill_holes))
+        self.dilate_button = button("Dilate", "Grow the selected object by the steps, into the "
+                                    "background.", lambda: self._each(self._dilate))
+        self.erode_button = button("Erode", "Shrink the selected object by the steps.",
+                                   lambda: self._each(self._erode))
+        self.steps = SpinBox(label="Steps (voxels)", value=1, min=1, max=50)
+        self.relabel_button = button("Relabel 1..N", "Give the objects consecutive ids.",
+                                     lambda: self.proofreader.relabel())
+        self.undo_button = button("Undo", "Take back the last edit of this widget.", lambda: self.proofreader.undo())
+        self.edit_status = text_label("")
+        self.autosave_file = FileEdit(label="Autosave to", mode="w", filter="TIFF (*.tif)",
+                                      tooltip="Every edit writes the objects (TIFF) and their table "
+                                              "(CSV beside it), atomically.")
+        self.csv_file = FileEdit(label="Table CSV", mode="w", filter="CSV (*.csv)")
+        self.export_button = PushButton(text="Export CSV")
+
+        def pair(*widgets):
+            return Container(widgets=list(widgets), layout="horizontal", labels=False)
+
+        return [pair(self.merge_button, self.delete_button, self.split_button),
+                pair(self.fill_button, self.dilate_button, self.erode_button), self.steps,
+                pair(self.relabel_button, self.undo_button), self.edit_status,
+                self.autosave_file, self.csv_file, self.export_button]
+
+    def _connect(self) -> None:
+        self.find_button.changed.connect(lambda _v=None: self.find_objects())
+        self.measure_button.changed.connect(lambda _v=None: self.measure_layer())
+        self.export_button.changed.connect(lambda _v=None: self.export_csv())
+        self.segmentation.changed.connect(self._on_segmentation)
+        self.min_voxels.changed.connect(self._apply_filter)
+        self.class_filter.changed.connect(self._apply_filter)
+        self.autosave_file.changed.connect(lambda _v=None: self.start_autosave())
+        self.viewer.layers.events.inserted.connect(self._refresh_choices)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+
+    # -- choices --------------------------------------------------------------------------
+    def _segmentation_choices(self, _widget=None):
+        from napari.layers import Image, Labels
+
+        return [(layer.name, layer) for layer in self.viewer.layers
+                if layer.ndim in (2, 3) and layer is not self.objects_layer and (
+                    isinstance(layer, Labels) or (isinstance(layer, Image) and not layer.rgb
+                                                  and np.dtype(layer.dtype).kind == "f"))]
+
+    def _class_choices(self, _widget=None) -> list[str]:
+        layer = getattr(self, "segmentation", None)
+        layer = None if layer is None else layer.value
+        return [_ALL_FOREGROUND] + (class_names_of(layer)[1:] if layer is not None else [])
+
+    def _refresh_choices(self, _event=None) -> None:
+        self.segmentation.reset_choices()
+        self.objects.reset_choices()
+
+    def _on_layer_removed(self, event) -> None:
+        if event.value is self.objects_layer:
+            self._end_session("The objects layer was removed; its table is closed.")
+        self._refresh_choices()
+
+    def _on_segmentation(self, _value=None) -> None:
+        layer = self.segmentation.value
+        self.klass.reset_choices()
+        is_probability = layer is not None and np.dtype(layer.dtype).kind == "f"
+        self.threshold.visible = is_probability
+        self.split_depth.native.setSuffix(" nm" if layer is not None and voxel_size(layer) else " px")
+
+    # -- find -----------------------------------------------------------------------------
+    def find_objects(self):
+        """Find, in a thread worker, the objects of the chosen segmentation; returns the worker."""
+        layer = self.segmentation.value
+        if layer is None:
+            notify_error("Choose a segmentation: a Labels layer (e.g. Segment's result).")
+            return None
+        names = class_names_of(layer)
+        value = None if self.klass.value == _ALL_FOREGROUND else names.index(self.klass.value)
+        voxel = voxel_size(layer)
+        options = dict(value=value, threshold=float(self.threshold.value), mode=self.mode.value,
+                       split=bool(self.split.value), split_depth=float(self.split_depth.value),
+                       min_size=int(self.min_size.value), unit="nm" if voxel else "voxels",
+                       size_unit="voxels", voxel_size=voxel, class_names=names)
+        image = self._image_for(layer)
+        return self.jobs.start(_find_job, full_data(layer), options, image,
+                               message=f"Finding the objects of {layer.name} ...",
+                               on_result=lambda result: self._on_found(layer, *result),
+                               cancelled="Cancelled; no objects layer was made.")
+
+    def _image_for(self, layer):
+        """The EM image under *layer* (same shape), for the intensity columns, or None."""
+        from ._layers import image_choices
+
+        shape = full_data(layer).shape
+        for _name, image in image_choices(self.viewer):
+            if image is not layer and np.dtype(image.dtype).kind != "f" and full_data(image).shape == shape:
+                return full_data(image)
+        return None
+
+    def _on_found(self, layer, instances, proofreader) -> None:
+        meta = {"napari_cem": {"instances": instances.info, "classes": list(instances.class_names),
+                               "object_class": instances.object_class.tolist(),
+                               "voxel_size": instances.info.get("voxel_size")}}
+        name = f"{layer.name} objects"
+        kwargs = {"scale": layer.scale, "translate": layer.translate, **units_of(layer)}
+        self.objects_layer = self.viewer.add_labels(proofreader.labels, name=name, metadata=meta, **kwargs)
+        layer.visible = False
+        self.objects.reset_choices()
+        self.objects.value = self.objects_layer
+        self._start_session(self.objects_layer, proofreader)
+        self.progress.finish(instances.describe())
+        if instances.count == 0:
+            notify_info(instances.describe())
+
+    # -- measure an existing layer --------------------------------------------------------
+    def measure_layer(self):
+        """Measure the chosen objects layer in a worker and proofread it; returns the worker."""
+        layer = self.objects.value
+        if layer is None:
+            notify_error("Choose a Labels layer of objects.")
+            return None
+        data = full_data(layer)
+        if not isinstance(data, np.ndarray):
+            notify_error(f"{layer.name} is not held in memory (it is read from disk as needed): "
+                         "proofreading edits it in place. Open it into memory first.")
+            return None
+        meta = layer.metadata.get("napari_cem", {}) if isinstance(layer.metadata, dict) else {}
+        classes = meta.get("object_class")
+        names = class_names_of(layer)
+        if classes is not None and len(classes) < int(data.max()) + 1:
+            classes = None  # from before an edit made elsewhere: not to be trusted
+        return self.jobs.start(_measure_job, data, classes, names, voxel_size(layer), self._image_for(layer),
+                               message=f"Measuring the objects of {layer.name} ...",
+                               on_result=lambda p: self._measured(layer, p),
+                               cancelled="Cancelled; the table is unchanged.")
+
+    def _measured(self, layer, proofreader) -> None:
+        self.objects_layer = layer
+        self._start_session(layer, proofreader)
+        self.progress.finish(f"{layer.name}: {proofreader.count:,} objects measured.")
+
+    # -- the proofreading session -----------------------------------------------------------
+    def _start_session(self, layer, proofreader) -> None:
+        self._end_session("")
+        self.proofreader = proofreader
+        self.objects_layer = layer
+        proofreader.on_change.append(self._on_edit)
+        layer.events.selected_label.connect(self._on_label_picked)
+        layer.events.paint.connect(self._on_painted)
+        self.class_filter.reset_choices()
+        self._show_table()
+        self.edit_status.value = ""
+        if str(self.autosave_file.value) not in ("", "."):
+            self.start_autosave()
+        self._set_running(False)
+
+    def _end_session(self, message: str) -> None:
+        layer = self.objects_layer
+        if layer is not None:
+            for event, slot in ((layer.events.selected_label, self._on_label_picked),
+                                (layer.events.paint, self._on_painted)):
+                event.disconnect(slot)
+        if self.autosave is not None:
+            self.autosave.close()
+            self.autosave = None
+        self.proofreader, self.objects_layer = None, None
+        self.table.set_columns({})
+        self._show_plots({})
+        if message:
+            self.summary.value = message
+        self._set_running(self.jobs.running)
+
+    def _show_table(self) -> None:
+        p = self.proofreader
+        table = p.table
+        self.table.set_columns(table)
+        self._apply_filter()
+        self._show_plots(table)
+        features = {"index": np.asarray(table["label"]), **{k: v for k, v in table.items() if k != "label"}}
+        self.objects_layer.features = features
+        unit = "nm" if p.voxel_size is not None else "px"
+        sizes = np.asarray(table.get("voxels", []))
+        self.summary.value = (f"{p.count:,} objects in {self.objects_layer.name}" + (
+            f"; median {np.median(sizes):,.0f} voxels" if sizes.size else "") +
+            f"; sizes in {unit}." + ("" if p.count else " No objects: the segmentation is empty here."))
+
+    def _show_plots(self, table: dict) -> None:
+        volume = next((k for k in table if k.startswith(("volume_", "area_"))), None)
+        diameter = next((k for k in table if k.startswith("equivalent_diameter")), None)
+        self.volume_plot.set_values(table.get(volume, []), title=(volume or "volume").replace("_", " "))
+        self.diameter_plot.set_values(table.get(diameter, []),
+                                      title=(diameter or "diameter").replace("equivalent_", "").replace("_", " "))
+
+    def _apply_filter(self, _value=None) -> None:
+        self.table.set_filter(int(self.min_voxels.value), str(self.class_filter.value))
+
+    # -- selection, both ways -------------------------------------------------------------
+    def _on_rows_selected(self, labels: list[int]) -> None:
+        if self.objects_layer is None or not labels or self._syncing:
+            return
+        self._syncing = True
+        try:
+            self.objects_layer.selected_label = labels[-1]
+        finally:
+            self._syncing = False
+        if len(labels) == 1:
+            self.go_to(labels[0])
+
+    def _on_label_picked(self, _event=None) -> None:
+        if self._syncing or self.proofreader is None:
+            return
+        label = int(self.objects_layer.selected_label)
+        self._syncing = True
+        try:
+            self.table.select_labels([label] if label in self.proofreader.boxes else [])
+        finally:
+            self._syncing = False
+
+    def selected(self) -> list[int]:
+        """The objects picked in the table, else the layer's selected label (if an object)."""
+        labels = self.table.selected_labels()
+        if not labels and self.objects_layer is not None and self.proofreader is not None:
+            label = int(self.objects_layer.selected_label)
+            labels = [label] if label in self.proofreader.boxes else []
+        return labels
+
+    def go_to(self, label: int) -> None:
+        """Centre the view on object *label*: its middle slice, zoomed to about 3x its size."""
+        box = self.proofreader.box_of(label)
+        layer = self.objects_layer
+        centre = [(s.start + s.stop - 1) / 2 for s in box]
+        world = np.asarray(layer.data_to_world(centre))
+        offset = self.viewer.dims.ndim - layer.ndim
+        displayed = list(self.viewer.dims.displayed)
+        for axis in range(layer.ndim):
+            if axis + offset not in displayed:
+                self.viewer.dims.set_point(axis + offset, world[axis])
+        camera_of(self.viewer).center = tuple(world[[a - offset for a in displayed if a >= offset]])
+        if self.viewer.dims.ndisplay == 2:
+            extent = max((s.stop - s.start) * float(layer.scale[a - offset])
+                         for a, s in zip(displayed, [box[a - offset] for a in displayed]))
+            canvas = min(getattr(self.viewer, "_canvas_size", (600, 600)))
+            camera_of(self.viewer).zoom = canvas / max(3 * extent, 1e-9)
+
+    # -- edits ----------------------------------------------------------------------------
+    def _edit(self, action) -> None:
+        """Run one edit; a refused one (bad choice, nothing to split) is a message, not an error."""
+        if self.proofreader is None:
+            notify_error("Find objects, or measure a Labels layer of objects, first.")
+            return
+        try:
+            edit = action()
+        except ValueError as exc:
+            self.edit_status.value = str(exc)
+            notify_warning(str(exc))
+            return
+        if edit is None:
+            self.edit_status.value = "Nothing changed."
+
+    def _each(self, edit_one):
+        labels = self.selected()
+        if len(labels) != 1:
+            raise ValueError("Select one object (a row of the table, or click it with the picker).")
+        return edit_one(labels[0])
+
+    def _dilate(self, label):
+        return self.proofreader.dilate(label, int(self.steps.value))
+
+    def _erode(self, label):
+        return self.proofreader.erode(label, int(self.steps.value))
+
+    def merge(self):
+        return self.proofreader.merge(self.selected())
+
+    def delete(self):
+        return self.proofreader.delete(self.selected())
+
+    def split_at_points(self):
+        """First call: a Points layer to click the pieces' seeds into. Once it holds two or more
+        points on one object: that object is cut there and the points are cleared."""
+        points = self._split_points()
+        if len(points.data) < 2:
+            self.viewer.layers.selection.active = points
+            points.mode = "add"
+            self.edit_status.value = ("Click one point in each piece of the object to split "
+                                      "(in 'split points'), then press Split with points again.")
+            return None
+        layer = self.objects_layer
+        coords = np.array([layer.world_to_data(points.data_to_world(p)) for p in points.data])
+        first = np.round(coords[0]).astype(int)
+        if not all(0 <= v < n for v, n in zip(first, layer.data.shape)) or layer.data[tuple(first)] == 0:
+            raise ValueError("The first split point is not on an object: move it onto the object.")
+        edit = self.proofreader.split(int(layer.data[tuple(first)]), coords)
+        points.data = np.zeros((0, points.ndim))
+        self.viewer.layers.selection.active = layer
+        return edit
+
+    def _split_points(self):
+        for layer in self.viewer.layers:
+            if layer.name == _POINTS_NAME and layer.__class__.__name__ == "Points":
+                return layer
+        layer = self.objects_layer
+        return self.viewer.add_points(np.zeros((0, layer.ndim)), name=_POINTS_NAME, scale=layer.scale,
+                                      translate=layer.translate, size=8 * float(layer.scale[-1]),
+                                      face_color="yellow", **units_of(layer))
+
+    def _on_edit(self, edit) -> None:
+        if edit.name != "painted":
+            self.objects_layer.refresh()
+        self._show_table()
+        self.edit_status.value = edit.message or edit.name
+        if self.autosave is not None:
+            self.autosave.request()
+
+    def _on_painted(self, event) -> None:
+        if self.proofreader is not None:
+            self.proofreader.painted(event.value)
+
+    # -- saving ---------------------------------------------------------------------------
+    def start_autosave(self) -> None:
+        """Save the objects to the chosen file now and after every edit."""
+        from ..proofread import Autosave
+
+        text = str(self.autosave_file.value).strip()
+        if self.proofreader is None or text in ("", "."):
+            return
+        problem = output_problem(text, "autosave file", file=True)
+        if problem:
+            notify_error(problem)
+            return
+        if self.autosave is not None:
+            self.autosave.close()
+        meta = self.objects_layer.metadata.get("napari_cem", {})
+        self.autosave = Autosave(self.proofreader, text, info={"instances": meta.get("instances")},
+                                 on_error=self._relay.failed.emit)
+        self.autosave.request()
+        self.edit_status.value = f"Every edit is saved to {self.autosave.path} (+ .csv)."
+
+    def _autosave_failed(self, message: str) -> None:
+        self.edit_status.value = message
+        notify_error(message)
+
+    def export_csv(self) -> Path | None:
+        from .._atomic import write_text_atomic
+
+        text = str(self.csv_file.value).strip()
+        if self.proofreader is None:
+            notify_error("No objects to export yet.")
+            return None
+        if text in ("", "."):
+            notify_error("Choose the CSV file to write (Table CSV).")
+            return None
+        path = Path(text).with_suffix(".csv")
+        problem = output_problem(path, "table file", file=True)
+        if problem:
+            notify_error(problem)
+            return None
+        try:
+            write_text_atomic(path, self.proofreader.csv())
+        except OSError as exc:
+            from .._outputs import describe_os_error
+
+            notify_error(describe_os_error(exc))
+            return None
+        self.edit_status.value = f"Table of {self.proofreader.count:,} objects written to {path}."
+        return path
+
+    def _set_running(self, running: bool) -> None:
+        has = self.proofreader is not None and not running
+        self.find_button.enabled = not running
+        self.measure_button.enabled = not running
+        for b in (self.merge_button, self.delete_button, self.split_button, self.fill_button,
+                  self.dilate_button, self.erode_button, self.relabel_button, self.undo_button,
+                  self.export_button):
+            b.enabled = has
+
+
+def _relay(slot):
+    """A Qt object whose ``failed`` signal, emitted from the autosave thread, runs *slot* on
+    the UI thread."""
+    from qtpy.QtCore import QObject, Signal
+
+    class _Relay(QObject):
+        failed = Signal(str)
+
+    relay = _Relay()
+    relay.failed.connect(slot)
+    return relay
+
+
+# -- worker bodies (no Qt, no layers) ----------------------------------------------------------
+def _find_job(data, options, image, progress=None, should_stop=None):
+    from ..instances import find_instances
+    from ..proofread import Proofreader
+
+    result = find_instances(np.asarray(data), progress=progress, should_stop=should_stop, **options)
+    if progress is not None:
+        progress(0, 0, f"measuring {result.count:,} objects")
+    proofreader = Proofreader(np.asarray(result.labels), object_class=result.object_class,
+                              class_names=list(result.class_names), voxel_size=options["voxel_size"],
+                              image=None if image is None else np.asarray(image), should_stop=should_stop)
+    return result, proofreader
+
+
+def _measure_job(labels, classes, names, voxel, image, progress=None, should_stop=None):
+    from ..proofread import Proofreader
+
+    if progress is not None:
+        progress(0, 0, "measuring the objects")
+    return Proofreader(labels, object_class=classes, class_names=names, voxel_size=voxel,
+                       image=None if image is None else np.asarray(image), should_stop=should_stop)
