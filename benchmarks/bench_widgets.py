@@ -12,6 +12,9 @@ Cases (each prints one JSON line; ``--rows`` prints RESULTS.md rows too):
   paints: the longest main-thread stall while training (goal < 200 ms).
 * ``stall``: a fresh viewer: opening the Segment widget and loading a model file at once
   (torch still importing in the background); the longest main-thread stall.
+* ``organelles``: the Organelles widget's *Find objects* against ``napari-cem instances``
+  on VNC stack1's mitochondria mask (20 x 1024 x 1024, 3D, min. size 1000, EM intensity
+  columns), in turn; the longest main-thread stall while the widget works.
 """
 
 from __future__ import annotations
@@ -268,6 +271,17 @@ def _big_tiff() -> Path:
     return path
 
 
+def _cancel_organelles(viewer) -> dict:
+    from napari_cem._widgets.organelles import OrganellesWidget
+
+    viewer.add_image(_vnc(), name="vnc")
+    viewer.add_labels((_vnc("stack1_mito.tif") > 0).astype(np.uint8), name="mito")
+    widget = OrganellesWidget(viewer)
+    widget.segmentation.value = viewer.layers["mito"]
+    widget.find_objects()
+    return _cancel_when(widget, lambda: "measuring" in str(widget.progress.status.value).lower())
+
+
 def _cancel_load(viewer) -> dict:
     from napari_cem._widgets.load_volume import LoadVolumeWidget
 
@@ -282,7 +296,8 @@ CANCELS = {"Segment (inside a 1024 x 1024 slice)": _cancel_segment,
            "Pre-train encoder (inside an iteration, ResNet50, batch 16)": _cancel_pretrain,
            "Near-duplicates (while grouping 655,360 patches)": _cancel_near_duplicates,
            "Label patches (while computing ResNet50 features)": _cancel_label_patches,
-           "Load EM volume (while reading a 1 GiB uint16 TIFF)": _cancel_load}
+           "Load EM volume (while reading a 1 GiB uint16 TIFF)": _cancel_load,
+           "Organelles (while measuring the objects' surfaces)": _cancel_organelles}
 
 
 def case_cancel(only: str = "") -> dict:
@@ -417,15 +432,69 @@ def stall_row(r: dict) -> str:
                f"{r['open_ms']:.0f} ms (blocking); model loaded {r['loaded']} after {r['load_s']:.1f} s")
 
 
+# -- organelles: widget vs CLI -----------------------------------------------------------
+def case_organelles(rounds: int = 2) -> dict:
+    import tifffile
+    from _responsiveness import StallProbe, run_until
+
+    from napari_cem._widgets.organelles import OrganellesWidget
+
+    image, mito = _vnc(), (_vnc("stack1_mito.tif") > 0).astype(np.uint8)
+    WORK_DIR.mkdir(parents=True, exist_ok=True)
+    seg, em = WORK_DIR / "organelles_mito.tif", WORK_DIR / "organelles_em.tif"
+    tifffile.imwrite(seg, mito, photometric="minisblack")
+    tifffile.imwrite(em, image, photometric="minisblack")
+    viewer = _viewer()
+    viewer.add_image(image, name="vnc")
+    layer = viewer.add_labels(mito, name="mito")
+    widget = OrganellesWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.min_size.value = 1000
+    run_until(lambda: False, 1.0)
+    cli, ours, stalls, counts = [], [], [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "napari_cem.cli", "instances", str(seg), "-o",
+                        str(WORK_DIR / "organelles_cli.tif"), "--min-size", "1000", "--image", str(em)],
+                       check=True, capture_output=True)
+        cli.append(time.perf_counter() - t0)
+        if widget.objects_layer is not None:
+            viewer.layers.remove(widget.objects_layer)
+        widget.segmentation.value = layer
+        probe = StallProbe(interval_ms=10)
+        probe.start()
+        t0 = time.perf_counter()
+        widget.find_objects()
+        run_until(lambda: widget._worker is None, 600)
+        ours.append(time.perf_counter() - t0)
+        probe.stop()
+        stalls.append(probe.longest_stall_ms)
+        counts.append(widget.proofreader.count)
+    viewer.close()
+    return {"cli_s": cli, "widget_s": ours, "longest_stall_ms": max(stalls), "objects": counts[-1]}
+
+
+def organelles_row(r: dict) -> str:
+    def seconds(values):
+        return " / ".join(f"{v:.1f}" for v in values)
+
+    return row("widgets: Organelles *Find objects* vs `napari-cem instances --min-size 1000 --image`, "
+               "VNC stack1 mitochondria mask (20 x 1024 x 1024, 3D), in turn in one run",
+               f"CLI {seconds(r['cli_s'])} s (a new process: start-up, reading the TIFFs, writing TIFF + "
+               f"CSV), widget {seconds(r['widget_s'])} s (click to table shown); {r['objects']} objects; "
+               f"longest main-thread stall {r['longest_stall_ms']:.0f} ms")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--case", choices=["speed", "cancel", "stall", "live"], required=True)
+    parser.add_argument("--case", choices=["speed", "cancel", "stall", "live", "organelles"], required=True)
     parser.add_argument("--rows", action="store_true", help="print the RESULTS.md row too")
     parser.add_argument("--only", default="", help="cancel: only the widgets whose name holds this")
     args = parser.parse_args(argv)
     case, make_row = {"speed": (case_speed, speed_row),
                       "cancel": (lambda: case_cancel(args.only), cancel_row),
-                      "stall": (case_stall, stall_row), "live": (case_live, live_row)}[args.case]
+                      "stall": (case_stall, stall_row), "live": (case_live, live_row),
+                      "organelles": (case_organelles, organelles_row)}[args.case]
     result = case()
     emit(result)
     if args.rows:

@@ -72,9 +72,9 @@ def test_gallery_click_moves_viewer_to_the_patch(widget, qtbot):
     if plane == "xz":
         assert tuple(viewer.dims.order) == (1, 0, 2)
         centre = np.array([p["y"] + (p["height"] - 1) / 2, p["x"] + (p["width"] - 1) / 2]) * 8
-        from napari_cem._widgets.near_duplicates import _camera
+        from napari_cem._widgets._layers import camera_of
 
-        np.testing.assert_allclose(_camera(viewer).center[-2:], centre, atol=1e-6)
+        np.testing.assert_allclose(camera_of(viewer).center[-2:], centre, atol=1e-6)
     # the overlay follows: the clicked patch is on screen
     assert widget._overlay.nshapes == len(res.rows_on_slice(plane, int(p["slice"])))
 

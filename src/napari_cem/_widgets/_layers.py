@@ -105,3 +105,11 @@ def camera_of(viewer):
     """The viewer's camera (``viewer.scene.camera`` from napari 0.9, ``viewer.camera`` before)."""
     scene = getattr(viewer, "scene", None)
     return scene.camera if scene is not None and hasattr(scene, "camera") else viewer.camera
+
+
+def canvas_side(viewer, default: int = 600) -> int:
+    """The shorter side of the viewer's canvas in screen pixels (napari has no public call)."""
+    try:
+        return int(min(viewer.window._qt_viewer.canvas.size))
+    except (AttributeError, TypeError, ValueError):
+        return default

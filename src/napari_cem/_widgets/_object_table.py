@@ -119,11 +119,17 @@ class ObjectTable(QTableView):
     def set_columns(self, columns: dict) -> None:
         """Show these columns, keeping the selected objects selected where they still exist."""
         kept = self.selected_labels()
+        names = list(self.model_.names)
         self._quiet = True
         try:
             self.model_.set_columns(columns)
         finally:
             self._quiet = False
+        if self.model_.names != names:  # new columns: each as wide as its title
+            metrics = self.horizontalHeader().fontMetrics()
+            for i, name in enumerate(self.model_.names):
+                width = metrics.horizontalAdvance(name.replace("_", " ")) + 24
+                self.setColumnWidth(i, max(56, width))
         self.select_labels(kept, scroll=False)
 
     def set_filter(self, min_voxels: int, klass: str) -> None:

@@ -28,7 +28,7 @@ from ._common import (
 )
 from ._histogram import Histogram
 from ._jobs import JobRunner, JobWidget
-from ._layers import camera_of, class_names_of, full_data, units_of, voxel_size
+from ._layers import camera_of, canvas_side, class_names_of, full_data, units_of, voxel_size
 from ._object_table import ObjectTable, class_filter_choices
 
 _ALL_FOREGROUND = "all foreground"
@@ -46,9 +46,9 @@ class OrganellesWidget(JobWidget):
         self.autosave = None  # napari_cem.proofread.Autosave, once a file is chosen
         self._syncing = False  # a selection set from one side: the other side does not echo it
         super().__init__(widgets=[*self._find_rows(), *self._object_rows(), *self._edit_rows()])
-        layout = self.native.layout()
-        layout.insertWidget(layout.indexOf(self.class_filter.native) + 1, self.table)
-        layout.insertWidget(layout.indexOf(self.table) + 1, self._histogram_row())
+        layout = self.native.layout()  # one row per magicgui widget, in order
+        layout.insertWidget(self.index(self.class_filter) + 1, self.table)
+        layout.insertWidget(self.index(self.class_filter) + 2, self._histogram_row())
         scroll_inside(self)
         self.jobs = JobRunner(self.progress, name="Finding objects", on_running=self._set_running)
         self._relay = _relay(self._autosave_failed)
@@ -346,7 +346,8 @@ class OrganellesWidget(JobWidget):
         return labels
 
     def go_to(self, label: int) -> None:
-        """Centre the view on object *label*: its middle slice, zoomed to about 3x its size."""
+        """Centre the view on object *label*: its middle slice, zoomed so that the canvas
+        shows about 2.5 times its size."""
         box = self.proofreader.box_of(label)
         layer = self.objects_layer
         centre = [(s.start + s.stop - 1) / 2 for s in box]
@@ -360,8 +361,7 @@ class OrganellesWidget(JobWidget):
         if self.viewer.dims.ndisplay == 2:
             extent = max((s.stop - s.start) * float(layer.scale[a - offset])
                          for a, s in zip(displayed, [box[a - offset] for a in displayed]))
-            canvas = min(getattr(self.viewer, "_canvas_size", (600, 600)))
-            camera_of(self.viewer).zoom = canvas / max(3 * extent, 1e-9)
+            camera_of(self.viewer).zoom = canvas_side(self.viewer) / max(2.5 * extent, 1e-9)
 
     # -- edits ----------------------------------------------------------------------------
     def _edit(self, action) -> None:
