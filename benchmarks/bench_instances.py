@@ -6,7 +6,8 @@ VNC stack1 slices 10-19, the segmentation of a saved lever model (``bench_levers
 ``--model`` in benchmarks/_work) against the objects of the true mask (same rules).
 ``--case big``: a 1024^3 uint8 semantic zarr of blobs, labelled slab by slab into a zarr
 store: seconds and peak memory (a fresh process), and the ids against the in-memory
-labelling of a 256^3 crop.
+labelling of a 256^3 crop; then the object table of that store measured slab by slab
+(seconds, peak memory, a fresh process) and against the in-memory table of the crop.
 
     PYTHONPATH=src python benchmarks/bench_instances.py --case truth --rows
 """
@@ -105,6 +106,24 @@ def big_child(path: str, out: str) -> None:
     print(json.dumps({"seconds": seconds, "peak_gib": peak, "count": r.count}))
 
 
+def measure_child(out: str) -> None:
+    """Measure the objects of a zarr instances store slab by slab: seconds, peak memory."""
+    import resource
+
+    from napari_cem.instances_slabs import open_instances
+    from napari_cem.measurements import measure_objects_in_slabs
+
+    r = open_instances(out)
+    t0 = time.perf_counter()
+    cols = measure_objects_in_slabs(r.labels, voxel_size=(8, 8, 8), object_class=r.object_class)
+    seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps({"seconds": seconds, "peak_gib": peak, "rows": len(cols["label"]),
+                      "largest_box_voxels": int(max(
+                          (cols["bbox_z1_nm"] - cols["bbox_z0_nm"]) * (cols["bbox_y1_nm"] - cols["bbox_y0_nm"])
+                          * (cols["bbox_x1_nm"] - cols["bbox_x0_nm"])) / 512)}))
+
+
 def big_rows(side: int) -> list[str]:
     import shutil
 
@@ -125,14 +144,29 @@ def big_rows(side: int) -> list[str]:
     a = find_instances(crop, connectivity="full")
     b = find_instances_in_slabs(crop, WORK_DIR / "crop_instances.zarr", slab=40, connectivity="full")
     same = np.array_equal(a.labels, np.asarray(b.labels[:]))
+    res = subprocess.run([sys.executable, __file__, "--measure-child", str(out)], capture_output=True,
+                         text=True, check=True)
+    m = json.loads(res.stdout.strip().splitlines()[-1])
+    from napari_cem.measurements import measure_objects, measure_objects_in_slabs
+
+    whole = measure_objects(a.labels)
+    slabs = measure_objects_in_slabs(b.labels, slab=40)
+    table_same = all(np.allclose(whole[k], slabs[k], rtol=1e-9) for k in whole)
     return [row(f"instances out of core, {side}^3 uint8 zarr of blobs -> zarr store (26-connected)",
                 f"{got['seconds']:.1f} s, peak memory {got['peak_gib']:.2f} GiB (process), {got['count']:,} "
-                f"objects; 256^3 crop slab by slab (40 slices) vs in memory: ids identical {same}")]
+                f"objects; 256^3 crop slab by slab (40 slices) vs in memory: ids identical {same}"),
+            row(f"object table out of core (measure_objects_in_slabs), those {side}^3 zarr instances",
+                f"{m['seconds']:.1f} s, peak memory {m['peak_gib']:.2f} GiB (process), {m['rows']:,} rows "
+                f"(largest object box {m['largest_box_voxels']:,} voxels); 256^3 crop slab by slab vs "
+                f"in memory: every column equal {table_same}")]
 
 
 def main(argv=None) -> int:
     if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--child":
         big_child(sys.argv[2], sys.argv[3])
+        return 0
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "--measure-child":
+        measure_child(sys.argv[2])
         return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--case", choices=["truth", "big"], default="truth")

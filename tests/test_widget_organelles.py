@@ -193,3 +193,32 @@ def test_removing_the_objects_layer_ends_the_session(widget, qtbot):
     widget.viewer.layers.remove(widget.objects_layer)
     assert widget.proofreader is None and widget.table.model_.rows == 0
     assert not widget.merge_button.enabled
+
+
+def test_an_autosave_is_opened_again_and_proofread_on(widget, qtbot, tmp_path):
+    _find(widget, qtbot)
+    widget.autosave_file.value = tmp_path / "objects.tif"
+    widget.table.select_labels([int(widget.proofreader.ids[0])])
+    widget.delete_button.clicked.emit()
+    assert widget.autosave.wait(30)
+    saved, count = widget.objects_layer.data.copy(), widget.proofreader.count
+    widget.viewer.layers.remove(widget.objects_layer)  # as if the viewer had closed
+    widget.autosave_file.value = ""
+    widget.objects_file.value = tmp_path / "objects.tif"
+    widget.open_objects_file()
+    qtbot.waitUntil(lambda: widget.proofreader is not None, timeout=60_000)
+    _wait_idle(qtbot, widget)
+    layer = widget.viewer.layers["objects"]
+    np.testing.assert_array_equal(layer.data, saved)
+    np.testing.assert_allclose(layer.scale, widget.viewer.layers["em"].scale)
+    assert widget.proofreader.count == count and set(widget.proofreader.table["class"]) == {"mitochondria"}
+
+
+def test_opening_a_file_that_is_not_labels_says_so(widget, qtbot, tmp_path):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "em.tif", np.zeros((3, 8, 8), np.float32), photometric="minisblack")
+    widget.open_objects_file(tmp_path / "em.tif")
+    _wait_idle(qtbot, widget)
+    assert "not a 2D or 3D label image" in widget.progress.status.value
+    assert widget.open_objects_file(tmp_path / "missing.tif") is None

@@ -55,6 +55,15 @@ def _grow(box: tuple, by: int, shape) -> tuple:
     return tuple(slice(max(0, s.start - by), min(n, s.stop + by)) for s, n in zip(box, shape))
 
 
+def _remap(labels: np.ndarray, lut: np.ndarray, step: int = 16) -> None:
+    """labels[...] = lut[labels], in place, a few slices at a time (no volume-sized temporary)."""
+    if labels.ndim == 2:
+        labels[...] = lut[labels]
+        return
+    for z0 in range(0, labels.shape[0], step):
+        labels[z0:z0 + step] = lut[labels[z0:z0 + step]]
+
+
 def _offset(box: tuple) -> np.ndarray:
     return np.array([s.start for s in box], np.int64)
 
@@ -234,7 +243,7 @@ class Proofreader:
                     state=self._save_state(), inverse=inverse)
         self._begin()
         try:
-            np.take(lut, self.labels, out=self.labels)
+            _remap(self.labels, lut)
         finally:
             self._end()
         self._renumber(lut, len(ids))
@@ -276,7 +285,7 @@ class Proofreader:
         self._begin()
         try:
             if edit.inverse is not None:
-                np.take(edit.inverse, self.labels, out=self.labels)
+                _remap(self.labels, edit.inverse)
             else:
                 self.labels[edit.box] = edit.before
         finally:

@@ -45,6 +45,7 @@ class OrganellesWidget(JobWidget):
         self.objects_layer = None  # the Labels layer being proofread
         self.autosave = None  # napari_cem.proofread.Autosave, once a file is chosen
         self._syncing = False  # a selection set from one side: the other side does not echo it
+        self._opened_layer = None  # the layer "Open objects file" just added (measured next)
         super().__init__(widgets=[*self._find_rows(), *self._object_rows(), *self._edit_rows()])
         layout = self.native.layout()  # one row per magicgui widget, in order
         layout.insertWidget(self.index(self.class_filter) + 1, self.table)
@@ -92,6 +93,12 @@ class OrganellesWidget(JobWidget):
         self.measure_button = PushButton(text="Measure this layer",
                                          tooltip="Build the table of the chosen layer's objects (for "
                                                  "objects made elsewhere or opened from a file).")
+        self.objects_file = FileEdit(label="Objects file", mode="r", filter="TIFF (*.tif *.tiff)",
+                                     tooltip="A labels TIFF of objects: an autosave of this widget, or "
+                                             "napari-cem instances' output.")
+        self.open_button = PushButton(text="Open objects file",
+                                      tooltip="Open it as a Labels layer (voxel size and classes as "
+                                              "saved) and measure it: proofreading goes on from there.")
         self.summary = text_label("No objects yet: find them, or measure a Labels layer of objects.")
         self.min_voxels = SpinBox(label="Show from (voxels)", value=0, min=0, max=10**9, step=100)
         self.class_filter = ComboBox(label="Show class", choices=lambda _w=None: class_filter_choices(
@@ -99,7 +106,8 @@ class OrganellesWidget(JobWidget):
         self.table = ObjectTable(self._on_rows_selected)
         self.table.setToolTip("Click a row to go to its object; Ctrl/Shift-click to pick several "
                               "(merge, delete). Click a column title to sort.")
-        return [self.objects, self.measure_button, self.summary, self.min_voxels, self.class_filter]
+        return [self.objects, self.measure_button, self.objects_file, self.open_button, self.summary,
+                self.min_voxels, self.class_filter]
 
     def _histogram_row(self):
         from qtpy.QtWidgets import QHBoxLayout, QWidget
@@ -150,6 +158,7 @@ class OrganellesWidget(JobWidget):
     def _connect(self) -> None:
         self.find_button.changed.connect(lambda _v=None: self.find_objects())
         self.measure_button.changed.connect(lambda _v=None: self.measure_layer())
+        self.open_button.changed.connect(lambda _v=None: self.open_objects_file())
         self.export_button.changed.connect(lambda _v=None: self.export_csv())
         self.segmentation.changed.connect(self._on_segmentation)
         self.min_voxels.changed.connect(self._apply_filter)
@@ -254,6 +263,35 @@ class OrganellesWidget(JobWidget):
                                message=f"Measuring the objects of {layer.name} ...",
                                on_result=lambda p: self._measured(layer, p),
                                cancelled="Cancelled; the table is unchanged.")
+
+    def open_objects_file(self, path=None):
+        """Read a labels TIFF in a worker, show it as a Labels layer, then measure it."""
+        from ..io.labels import read_labels_tiff
+
+        text = str(path if path is not None else self.objects_file.value).strip()
+        if text in ("", "."):
+            notify_error("Choose the objects file (a labels TIFF) first.")
+            return None
+        if not Path(text).is_file():
+            notify_error(f"No such file: {text}")
+            return None
+        self._opened_layer = None
+        return self.jobs.start(read_labels_tiff, text, message=f"Reading {Path(text).name} ...",
+                               on_result=lambda read: self._opened(Path(text), *read),
+                               then=self._measure_opened, cancelled="Cancelled; nothing was opened.")
+
+    def _measure_opened(self) -> None:
+        if self._opened_layer is not None:  # read and shown: measure it (a job of its own)
+            self._opened_layer = None
+            self.measure_layer()
+
+    def _opened(self, path: Path, labels, voxel, info) -> None:
+        meta = {"napari_cem": {"classes": info.get("classes") or [], "object_class": info.get("object_class"),
+                               "instances": info.get("instances"), "voxel_size": voxel, "source": str(path)}}
+        kwargs = {"scale": voxel, "units": ("nm",) * labels.ndim} if voxel else {}
+        self._opened_layer = self.viewer.add_labels(labels, name=path.stem, metadata=meta, **kwargs)
+        self.objects.reset_choices()
+        self.objects.value = self._opened_layer
 
     def _measured(self, layer, proofreader) -> None:
         self.objects_layer = layer
@@ -490,6 +528,7 @@ class OrganellesWidget(JobWidget):
         has = self.proofreader is not None and not running
         self.find_button.enabled = not running
         self.measure_button.enabled = not running
+        self.open_button.enabled = not running
         for b in (self.merge_button, self.delete_button, self.split_button, self.fill_button,
                   self.dilate_button, self.erode_button, self.relabel_button, self.undo_button,
                   self.export_button):

@@ -91,7 +91,7 @@ def run_instances(args: argparse.Namespace) -> int:
     from ..instances import find_instances
     from ..instances_slabs import find_instances_in_slabs
     from ..io.labels import write_labels_tiff
-    from ..measurements import measure_objects, table_csv
+    from ..measurements import measure_objects, measure_objects_in_slabs, table_csv
 
     out = Path(args.output)
     to_zarr = out.suffix.lower() == ".zarr"
@@ -121,13 +121,18 @@ def run_instances(args: argparse.Namespace) -> int:
     image = None
     if args.image:
         image, _ = _read(args.image, args, "instances", standardize_mode="none")
-    labels = np.asarray(result.labels[...])
+    table = dict(voxel_size=voxel_size, object_class=result.object_class, class_names=classes)
+    bar = progress_bar(total=0, unit="slice", desc="measuring")
     try:
-        cols = measure_objects(labels, image=None if image is None else np.asarray(image),
-                               voxel_size=voxel_size, object_class=result.object_class,
-                               class_names=classes)
+        if to_zarr:  # never the whole label volume in memory: slab by slab, then object by object
+            cols = measure_objects_in_slabs(result.labels, image=image, slab=args.slab,
+                                            progress=progress_callback(bar, "measuring"), **table)
+        else:
+            cols = measure_objects(result.labels, image=None if image is None else np.asarray(image), **table)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
+    finally:
+        bar.close()
     csv = out.with_suffix(".csv")
     write_text_atomic(csv, table_csv(cols))
     print(result.describe())

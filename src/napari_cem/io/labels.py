@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["label_counts", "saved_class_names", "saved_info", "write_labels_tiff"]
+__all__ = ["label_counts", "read_labels_tiff", "saved_class_names", "saved_info", "write_labels_tiff"]
 
 
 def label_counts(labels, n: int) -> list[int]:
@@ -69,3 +69,20 @@ def saved_class_names(path) -> list[str] | None:
     """The class names a labels TIFF written by :func:`write_labels_tiff` carries, or None."""
     info = saved_info(path)
     return info.get("classes") if info else None
+
+
+def read_labels_tiff(path) -> tuple[np.ndarray, tuple | None, dict]:
+    """(labels, voxel size in nm or None, record) of a labels TIFF: what
+    :func:`write_labels_tiff` wrote (a proofreading autosave, ``napari-cem instances``), or
+    any integer label image."""
+    from ._tiff import read_tiff
+
+    raw = read_tiff(Path(path))
+    data = np.asarray(raw.data)
+    if data.dtype.kind not in "ui" or data.ndim not in (2, 3):
+        raise ValueError(f"{Path(path).name} is not a 2D or 3D label image ({data.dtype.name}, "
+                         f"{data.ndim} axes): objects are whole numbers, one per voxel.")
+    letters = "ZYX"[-data.ndim:]
+    spacing = raw.spacing or {}
+    voxel = tuple(float(spacing[a]) for a in letters) if all(a in spacing for a in letters) else None
+    return data, voxel, saved_info(path) or {}
