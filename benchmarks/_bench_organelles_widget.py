@@ -53,19 +53,19 @@ def widget_rows(ball_volume) -> list[str]:
         times["row click (jump)"] = (time.perf_counter() - t) * 1000
 
     go_to_one()
-    press("merge", widget.merge_button, lambda: widget.table.select_labels([1, 2]))
+    press("merge", widget.edits.merge_button, lambda: widget.table.select_labels([1, 2]))
     points = None
 
     def points_for_split():
         nonlocal points
-        widget.split_button.clicked.emit()  # first press: the points layer
+        widget.edits.split_button.clicked.emit()  # first press: the points layer
         points = viewer.layers["split points"]
         points.add([centres[0], centres[1]])
 
-    press("split", widget.split_button, points_for_split)
-    press("delete", widget.delete_button, lambda: widget.table.select_labels([3]))
-    press("dilate", widget.dilate_button, lambda: widget.table.select_labels([5]))
-    press("undo", widget.undo_button)
+    press("split", widget.edits.split_button, points_for_split)
+    press("delete", widget.edits.delete_button, lambda: widget.table.select_labels([3]))
+    press("dilate", widget.edits.dilate_button, lambda: widget.table.select_labels([5]))
+    press("undo", widget.edits.undo_button)
     figures = ", ".join(f"{k} {v:.0f} ms" for k, v in times.items())
     count = widget.proofreader.count
     viewer.close()

@@ -77,7 +77,7 @@ def core_rows() -> list[str]:
 def _autosave_seconds(p) -> float:
     import tempfile
 
-    from napari_cem.proofread import Autosave
+    from napari_cem.autosave import Autosave
 
     with tempfile.TemporaryDirectory() as folder:
         saver = Autosave(p, Path(folder) / "objects.tif")

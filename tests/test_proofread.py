@@ -4,8 +4,9 @@ the whole volume again, and is undone exactly; the autosave writes what was edit
 import numpy as np
 import pytest
 
+from napari_cem.autosave import Autosave
 from napari_cem.measurements import measure_objects
-from napari_cem.proofread import Autosave, Proofreader
+from napari_cem.proofread import Proofreader
 
 
 def _ball(shape, centre, radius):

@@ -74,37 +74,37 @@ def test_merge_split_delete_undo_update_table_layer_and_autosave(widget, qtbot, 
 
     _find(widget, qtbot)
     layer, p = widget.objects_layer, widget.proofreader
-    widget.autosave_file.value = tmp_path / "objects.tif"
+    widget.edits.autosave_file.value = tmp_path / "objects.tif"
     first, second = map(int, p.ids[:2])
     widget.table.select_labels([first, second])
-    widget.merge_button.clicked.emit()
+    widget.edits.merge_button.clicked.emit()
     assert not (layer.data == second).any()
     assert widget.table.model_.rows == p.count and second not in list(layer.features["index"])
-    assert "Merged 2 objects" in widget.edit_status.value
-    assert widget.autosave.wait(30)
+    assert "Merged 2 objects" in widget.edits.edit_status.value
+    assert widget.edits.autosave.wait(30)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "objects.tif"), layer.data)
 
     # split the merged object again at the two objects' own voxels
     a = np.argwhere(layer.data == first)[0]
-    widget.undo_button.clicked.emit()
+    widget.edits.undo_button.clicked.emit()
     b = np.argwhere(layer.data == second)[0]
     widget.table.select_labels([first, second])
-    widget.merge_button.clicked.emit()
-    widget.split_button.clicked.emit()  # first press: the points layer, in add mode
+    widget.edits.merge_button.clicked.emit()
+    widget.edits.split_button.clicked.emit()  # first press: the points layer, in add mode
     points = widget.viewer.layers["split points"]
     assert points.mode == "add"
     points.add([a, b])  # the points layer has the objects layer's scale
-    widget.split_button.clicked.emit()
+    widget.edits.split_button.clicked.emit()
     assert len(points.data) == 0
     assert (layer.data == p.next_id - 1).any() and (layer.data == first).any()
-    assert "Split" in widget.edit_status.value
+    assert "Split" in widget.edits.edit_status.value
 
     widget.table.select_labels([first])
-    widget.delete_button.clicked.emit()
+    widget.edits.delete_button.clicked.emit()
     assert not (layer.data == first).any() and first not in p.boxes
-    widget.undo_button.clicked.emit()
+    widget.edits.undo_button.clicked.emit()
     assert (layer.data == first).any() and widget.table.model_.rows == p.count
-    assert widget.autosave.wait(30)
+    assert widget.edits.autosave.wait(30)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "objects.tif"), layer.data)
     assert (tmp_path / "objects.csv").read_text() == p.csv()
 
@@ -113,19 +113,19 @@ def test_refused_edits_say_why_and_change_nothing(widget, qtbot):
     _find(widget, qtbot)
     before = widget.objects_layer.data.copy()
     widget.table.select_labels([int(widget.proofreader.ids[0])])
-    widget.merge_button.clicked.emit()
-    assert "at least 2" in widget.edit_status.value
+    widget.edits.merge_button.clicked.emit()
+    assert "at least 2" in widget.edits.edit_status.value
     widget.table.select_labels([])
     widget.objects_layer.selected_label = 0
-    widget.dilate_button.clicked.emit()
-    assert "Select one object" in widget.edit_status.value
+    widget.edits.dilate_button.clicked.emit()
+    assert "Select one object" in widget.edits.edit_status.value
     np.testing.assert_array_equal(widget.objects_layer.data, before)
 
 
 def test_export_csv_writes_the_table(widget, qtbot, tmp_path):
     _find(widget, qtbot)
-    widget.csv_file.value = tmp_path / "table.csv"
-    assert widget.export_csv() == tmp_path / "table.csv"
+    widget.edits.csv_file.value = tmp_path / "table.csv"
+    assert widget.edits.export_csv() == tmp_path / "table.csv"
     lines = (tmp_path / "table.csv").read_text().splitlines()
     assert lines[0].startswith("label,class,voxels") and len(lines) == widget.proofreader.count + 1
 
@@ -192,18 +192,18 @@ def test_removing_the_objects_layer_ends_the_session(widget, qtbot):
     _find(widget, qtbot)
     widget.viewer.layers.remove(widget.objects_layer)
     assert widget.proofreader is None and widget.table.model_.rows == 0
-    assert not widget.merge_button.enabled
+    assert not widget.edits.merge_button.enabled
 
 
 def test_an_autosave_is_opened_again_and_proofread_on(widget, qtbot, tmp_path):
     _find(widget, qtbot)
-    widget.autosave_file.value = tmp_path / "objects.tif"
+    widget.edits.autosave_file.value = tmp_path / "objects.tif"
     widget.table.select_labels([int(widget.proofreader.ids[0])])
-    widget.delete_button.clicked.emit()
-    assert widget.autosave.wait(30)
+    widget.edits.delete_button.clicked.emit()
+    assert widget.edits.autosave.wait(30)
     saved, count = widget.objects_layer.data.copy(), widget.proofreader.count
     widget.viewer.layers.remove(widget.objects_layer)  # as if the viewer had closed
-    widget.autosave_file.value = ""
+    widget.edits.autosave_file.value = ""
     widget.objects_file.value = tmp_path / "objects.tif"
     widget.open_objects_file()
     qtbot.waitUntil(lambda: widget.proofreader is not None, timeout=60_000)

@@ -14,14 +14,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, SpinBox
 
 from ._common import (
     ProgressRow,
     notify_error,
     notify_info,
-    notify_warning,
-    output_problem,
     preload_labels_display,
     scroll_inside,
     text_label,
@@ -30,9 +28,9 @@ from ._histogram import Histogram
 from ._jobs import JobRunner, JobWidget
 from ._layers import camera_of, canvas_side, class_names_of, full_data, units_of, voxel_size
 from ._object_table import ObjectTable, class_filter_choices
+from ._proofread_panel import ProofreadPanel
 
 _ALL_FOREGROUND = "all foreground"
-_POINTS_NAME = "split points"
 
 
 class OrganellesWidget(JobWidget):
@@ -43,16 +41,16 @@ class OrganellesWidget(JobWidget):
         self.viewer = napari_viewer
         self.proofreader = None  # napari_cem.proofread.Proofreader of the objects layer
         self.objects_layer = None  # the Labels layer being proofread
-        self.autosave = None  # napari_cem.proofread.Autosave, once a file is chosen
         self._syncing = False  # a selection set from one side: the other side does not echo it
         self._opened_layer = None  # the layer "Open objects file" just added (measured next)
-        super().__init__(widgets=[*self._find_rows(), *self._object_rows(), *self._edit_rows()])
+        super().__init__(widgets=[*self._find_rows(), *self._object_rows()])
+        self.edits = ProofreadPanel(self)
         layout = self.native.layout()  # one row per magicgui widget, in order
         layout.insertWidget(self.index(self.class_filter) + 1, self.table)
         layout.insertWidget(self.index(self.class_filter) + 2, self._histogram_row())
+        layout.addWidget(self.edits.native)
         scroll_inside(self)
         self.jobs = JobRunner(self.progress, name="Finding objects", on_running=self._set_running)
-        self._relay = _relay(self._autosave_failed)
         self._connect()
         self._on_segmentation()
         self._set_running(False)
@@ -120,50 +118,13 @@ class OrganellesWidget(JobWidget):
         layout.addWidget(self.diameter_plot)
         return row
 
-    def _edit_rows(self) -> list:
-        def button(text, tip, action):
-            b = PushButton(text=text, tooltip=tip)
-            b.changed.connect(lambda _v=None: self._edit(action))
-            return b
-
-        self.merge_button = button("Merge", "Join the selected objects (rows) into one.", self.merge)
-        self.delete_button = button("Delete", "Remove the selected objects.", self.delete)
-        self.split_button = button("Split with points", "First press: add points on one object (one per "
-                                   "piece). Second press: cut it there.", self.split_at_points)
-        self.fill_button = button("Fill holes", "Background enclosed by the selected object (per "
-                                  "xy slice) becomes it.", lambda: self._each(self.proofreader.fill_holes))
-        self.dilate_button = button("Dilate", "Grow the selected object by the steps, into the "
-                                    "background.", lambda: self._each(self._dilate))
-        self.erode_button = button("Erode", "Shrink the selected object by the steps.",
-                                   lambda: self._each(self._erode))
-        self.steps = SpinBox(label="Steps (voxels)", value=1, min=1, max=50)
-        self.relabel_button = button("Relabel 1..N", "Give the objects consecutive ids.",
-                                     lambda: self.proofreader.relabel())
-        self.undo_button = button("Undo", "Take back the last edit of this widget.", lambda: self.proofreader.undo())
-        self.edit_status = text_label("")
-        self.autosave_file = FileEdit(label="Autosave to", mode="w", filter="TIFF (*.tif)",
-                                      tooltip="Every edit writes the objects (TIFF) and their table "
-                                              "(CSV beside it), atomically.")
-        self.csv_file = FileEdit(label="Table CSV", mode="w", filter="CSV (*.csv)")
-        self.export_button = PushButton(text="Export CSV")
-
-        def pair(*widgets):
-            return Container(widgets=list(widgets), layout="horizontal", labels=False)
-
-        return [pair(self.merge_button, self.delete_button, self.split_button),
-                pair(self.fill_button, self.dilate_button, self.erode_button), self.steps,
-                pair(self.relabel_button, self.undo_button), self.edit_status,
-                self.autosave_file, self.csv_file, self.export_button]
-
     def _connect(self) -> None:
         self.find_button.changed.connect(lambda _v=None: self.find_objects())
         self.measure_button.changed.connect(lambda _v=None: self.measure_layer())
         self.open_button.changed.connect(lambda _v=None: self.open_objects_file())
-        self.export_button.changed.connect(lambda _v=None: self.export_csv())
         self.segmentation.changed.connect(self._on_segmentation)
         self.min_voxels.changed.connect(self._apply_filter)
         self.class_filter.changed.connect(self._apply_filter)
-        self.autosave_file.changed.connect(lambda _v=None: self.start_autosave())
         self.viewer.layers.events.inserted.connect(self._refresh_choices)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
 
@@ -308,9 +269,9 @@ class OrganellesWidget(JobWidget):
         layer.events.paint.connect(self._on_painted)
         self.class_filter.reset_choices()
         self._show_table()
-        self.edit_status.value = ""
-        if str(self.autosave_file.value) not in ("", "."):
-            self.start_autosave()
+        self.edits.edit_status.value = ""
+        if str(self.edits.autosave_file.value) not in ("", "."):
+            self.edits.start_autosave()
         self._set_running(False)
 
     def _end_session(self, message: str) -> None:
@@ -319,9 +280,7 @@ class OrganellesWidget(JobWidget):
             for event, slot in ((layer.events.selected_label, self._on_label_picked),
                                 (layer.events.paint, self._on_painted)):
                 event.disconnect(slot)
-        if self.autosave is not None:
-            self.autosave.close()
-            self.autosave = None
+        self.edits.close_autosave()
         self.proofreader, self.objects_layer = None, None
         self.table.set_columns({})
         self._show_plots({})
@@ -401,151 +360,23 @@ class OrganellesWidget(JobWidget):
                          for a, s in zip(displayed, [box[a - offset] for a in displayed]))
             camera_of(self.viewer).zoom = canvas_side(self.viewer) / max(2.5 * extent, 1e-9)
 
-    # -- edits ----------------------------------------------------------------------------
-    def _edit(self, action) -> None:
-        """Run one edit; a refused one (bad choice, nothing to split) is a message, not an error."""
-        if self.proofreader is None:
-            notify_error("Find objects, or measure a Labels layer of objects, first.")
-            return
-        try:
-            edit = action()
-        except ValueError as exc:
-            self.edit_status.value = str(exc)
-            notify_warning(str(exc))
-            return
-        if edit is None:
-            self.edit_status.value = "Nothing changed."
-
-    def _each(self, edit_one):
-        labels = self.selected()
-        if len(labels) != 1:
-            raise ValueError("Select one object (a row of the table, or click it with the picker).")
-        return edit_one(labels[0])
-
-    def _dilate(self, label):
-        return self.proofreader.dilate(label, int(self.steps.value))
-
-    def _erode(self, label):
-        return self.proofreader.erode(label, int(self.steps.value))
-
-    def merge(self):
-        return self.proofreader.merge(self.selected())
-
-    def delete(self):
-        return self.proofreader.delete(self.selected())
-
-    def split_at_points(self):
-        """First call: a Points layer to click the pieces' seeds into. Once it holds two or more
-        points on one object: that object is cut there and the points are cleared."""
-        points = self._split_points()
-        if len(points.data) < 2:
-            self.viewer.layers.selection.active = points
-            points.mode = "add"
-            self.edit_status.value = ("Click one point in each piece of the object to split "
-                                      "(in 'split points'), then press Split with points again.")
-            return None
-        layer = self.objects_layer
-        coords = np.array([layer.world_to_data(points.data_to_world(p)) for p in points.data])
-        first = np.round(coords[0]).astype(int)
-        if not all(0 <= v < n for v, n in zip(first, layer.data.shape)) or layer.data[tuple(first)] == 0:
-            raise ValueError("The first split point is not on an object: move it onto the object.")
-        edit = self.proofreader.split(int(layer.data[tuple(first)]), coords)
-        points.data = np.zeros((0, points.ndim))
-        self.viewer.layers.selection.active = layer
-        return edit
-
-    def _split_points(self):
-        for layer in self.viewer.layers:
-            if layer.name == _POINTS_NAME and layer.__class__.__name__ == "Points":
-                return layer
-        layer = self.objects_layer
-        return self.viewer.add_points(np.zeros((0, layer.ndim)), name=_POINTS_NAME, scale=layer.scale,
-                                      translate=layer.translate, size=8 * float(layer.scale[-1]),
-                                      face_color="yellow", **units_of(layer))
-
     def _on_edit(self, edit) -> None:
         if edit.name != "painted":
             self.objects_layer.refresh()
         self._show_table()
-        self.edit_status.value = edit.message or edit.name
-        if self.autosave is not None:
-            self.autosave.request()
+        self.edits.edit_status.value = edit.message or edit.name
+        self.edits.request_save()
 
     def _on_painted(self, event) -> None:
         if self.proofreader is not None:
             self.proofreader.painted(event.value)
-
-    # -- saving ---------------------------------------------------------------------------
-    def start_autosave(self) -> None:
-        """Save the objects to the chosen file now and after every edit."""
-        from ..proofread import Autosave
-
-        text = str(self.autosave_file.value).strip()
-        if self.proofreader is None or text in ("", "."):
-            return
-        problem = output_problem(text, "autosave file", file=True)
-        if problem:
-            notify_error(problem)
-            return
-        if self.autosave is not None:
-            self.autosave.close()
-        meta = self.objects_layer.metadata.get("napari_cem", {})
-        self.autosave = Autosave(self.proofreader, text, info={"instances": meta.get("instances")},
-                                 on_error=self._relay.failed.emit)
-        self.autosave.request()
-        self.edit_status.value = f"Every edit is saved to {self.autosave.path} (+ .csv)."
-
-    def _autosave_failed(self, message: str) -> None:
-        self.edit_status.value = message
-        notify_error(message)
-
-    def export_csv(self) -> Path | None:
-        from .._atomic import write_text_atomic
-
-        text = str(self.csv_file.value).strip()
-        if self.proofreader is None:
-            notify_error("No objects to export yet.")
-            return None
-        if text in ("", "."):
-            notify_error("Choose the CSV file to write (Table CSV).")
-            return None
-        path = Path(text).with_suffix(".csv")
-        problem = output_problem(path, "table file", file=True)
-        if problem:
-            notify_error(problem)
-            return None
-        try:
-            write_text_atomic(path, self.proofreader.csv())
-        except OSError as exc:
-            from .._outputs import describe_os_error
-
-            notify_error(describe_os_error(exc))
-            return None
-        self.edit_status.value = f"Table of {self.proofreader.count:,} objects written to {path}."
-        return path
 
     def _set_running(self, running: bool) -> None:
         has = self.proofreader is not None and not running
         self.find_button.enabled = not running
         self.measure_button.enabled = not running
         self.open_button.enabled = not running
-        for b in (self.merge_button, self.delete_button, self.split_button, self.fill_button,
-                  self.dilate_button, self.erode_button, self.relabel_button, self.undo_button,
-                  self.export_button):
-            b.enabled = has
-
-
-def _relay(slot):
-    """A Qt object whose ``failed`` signal, emitted from the autosave thread, runs *slot* on
-    the UI thread."""
-    from qtpy.QtCore import QObject, Signal
-
-    class _Relay(QObject):
-        failed = Signal(str)
-
-    relay = _Relay()
-    relay.failed.connect(slot)
-    return relay
+        self.edits.set_enabled(has)
 
 
 # -- worker bodies (no Qt, no layers) ----------------------------------------------------------
