@@ -67,19 +67,25 @@ def score(labels, truth) -> dict:
     return {"iou_3d": float(ev.iou_3d[1]), "iou_2d": float(ev.iou_2d[1])}
 
 
-def segment_levers(bundle, image, truth, clean_sizes, combo_clean: int) -> dict:
+SEG_LEVERS = {"none": {}, "flips": {"tta": "flips"}, "z_smooth": {"z_smooth": True},
+              "flips+z_smooth": {"tta": "flips", "z_smooth": True}}
+
+
+def segment_levers(bundle, image, truth, clean_sizes, combo_clean: int, levers=tuple(SEG_LEVERS)) -> dict:
     """{lever: {iou_3d, iou_2d, seconds}} for slices 10-19: each segmentation lever alone, and
     together (clean-up of *combo_clean* voxels on the smoothed labels)."""
     from napari_cem.infer import segment
 
     out, results = {}, {}
-    for name, options in (("none", {}), ("flips", {"tta": "flips"}), ("z_smooth", {"z_smooth": True}),
-                          ("flips+z_smooth", {"tta": "flips", "z_smooth": True})):
+    for name in levers:
+        options = SEG_LEVERS[name]
         t0 = time.perf_counter()
         results[name] = segment(image, bundle, device="cpu", **options)
         out[name] = {**score(results[name].labels, truth), "seconds": time.perf_counter() - t0}
     for base, size in [("none", s) for s in clean_sizes] + [("z_smooth", combo_clean),
                                                             ("flips+z_smooth", combo_clean)]:
+        if base not in results:
+            continue
         key = f"clean{size}" if base == "none" else f"{base}+clean{size}"
         out[key] = _cleaned(results[base], size, truth, out[base]["seconds"])
     return out
@@ -117,6 +123,8 @@ def main(argv=None) -> int:
     p.add_argument("--clean-sizes", default="200,1000,3000", help="clean-up: smallest piece kept, voxels per slice")
     p.add_argument("--combo-clean", type=int, default=1000, help="the clean-up size used with the other levers")
     p.add_argument("--reuse", action="store_true", help="score the saved model of a run again")
+    p.add_argument("--seg", default=",".join(SEG_LEVERS),
+                   help="segmentation levers to score, of " + ", ".join(SEG_LEVERS))
     p.add_argument("--rows", action="store_true")
     p.add_argument("--note", default="")
     args = p.parse_args(argv)
@@ -132,7 +140,8 @@ def main(argv=None) -> int:
     for seed in (int(s) for s in args.seeds.split(",")):
         bundle, train_s = train(args, seed, image, mito)
         result = {"seed": seed, "arch": bundle.arch, "train_s": train_s,
-                  "levers": segment_levers(bundle, image[10:], truth, clean_sizes, args.combo_clean)}
+                  "levers": segment_levers(bundle, image[10:], truth, clean_sizes, args.combo_clean,
+                                           [s for s in args.seg.split(",") if s])}
         (WORK_DIR / (_name(args, seed) + ".json")).write_text(json.dumps(result, indent=1))
         print(json.dumps(result), flush=True)
         runs.append(result)

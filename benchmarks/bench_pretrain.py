@@ -144,6 +144,9 @@ def case_helps(args) -> list[str]:
                              device=args.device))
         minutes = (time.perf_counter() - t0) / 60
         ckpt = work / "moco" / "checkpoint.pth.tar"
+        if args.keep:  # for later fine-tunes (bench_levers.py --weights)
+            Path(args.keep).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(ckpt, args.keep)
         rows.append(row(
             f"pretrain helps? MoCoV2 ResNet50 on VNC stack1+2 curated patches, {device.type}",
             f"{n_kept} exemplars of {n_patches} patches (224 x 224, cutoff 12); {len(logs)} epochs "
@@ -151,8 +154,8 @@ def case_helps(args) -> list[str]:
             f"queue {args.queue}, lr steps at {config.milestones()} of {args.epochs}); last epoch "
             f"loss {logs[-1].loss:.3f}, contrastive accuracy {logs[-1].accuracy:.3f}; "
             f"{describe_device(device)}"))
-        for weights, freeze in ((str(ckpt), "encoder"), (str(ckpt), "none"), ("none", "none"),
-                                ("none", "encoder")):
+        for weights, freeze in () if args.no_finetune else (
+                (str(ckpt), "encoder"), (str(ckpt), "none"), ("none", "none"), ("none", "encoder")):
             ft = ["--case", "quality", "--device", args.device, "--vnc", str(vnc), "--few", args.few,
                   "--weights", weights, "--freeze", freeze, "--iterations", str(args.iterations),
                   "--eval-at", args.eval_at,
@@ -194,6 +197,8 @@ def main(argv=None) -> int:
     p.add_argument("--few", default="none", choices=["none", "3slices", "5rois"])
     p.add_argument("--limit-patches", type=int, default=0, help="helps: use only K exemplars")
     p.add_argument("--vnc", default=str(VNC_DIR))
+    p.add_argument("--keep", default="", help="helps: copy the pre-trained checkpoint here")
+    p.add_argument("--no-finetune", action="store_true", help="helps: pre-train only (with --keep)")
     p.add_argument("--note", default="")
     p.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
                    help="mixed precision (auto: CUDA and CPUs with native bf16)")

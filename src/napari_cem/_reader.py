@@ -1,7 +1,8 @@
 """napari reader contribution for the EM formats napari does not open well itself.
 
 MRC/REC, NIfTI, video, OME-Zarr and folders of 2D images become one Image layer whose
-``scale`` is the voxel size (nm) and whose metadata keeps where the data came from.
+``scale`` is the voxel size (nm) and whose metadata keeps where the data came from; an
+OME-Zarr label image (``segment --ome-zarr``) becomes a Labels layer.
 """
 
 from __future__ import annotations
@@ -59,9 +60,12 @@ _READER_OPTION_NAMES = {k: f"{v.strip()} (Plugins > napari-cem > Load EM volume)
 
 def read_layer_data(path):
     from .io import VolumeError, read_volume
+    from .ome_labels import is_ome_labels
 
     if isinstance(path, (list, tuple)):
         path = path[0]
+    if Path(path).is_dir() and is_ome_labels(path):
+        return [_labels_layer_data(path)]
     try:
         data, meta = read_volume(path)
     except VolumeError as exc:  # File > Open has no channel field: point to the widget's
@@ -69,6 +73,20 @@ def read_layer_data(path):
     for message in meta.warnings:
         _notify_warning(message)
     return [layer_data_from_volume(data, meta)]
+
+
+def _labels_layer_data(path) -> tuple:
+    """An OME-Zarr label image (``segment --ome-zarr``, or another tool's) as a multiscale
+    Labels layer with its voxel size and class names."""
+    from .ome_labels import read_ome_labels
+
+    levels, scale, names = read_ome_labels(path)
+    kwargs = {"name": Path(path).name, "multiscale": len(levels) > 1,
+              "metadata": {"napari_cem": {"classes": names, "source": str(path), "voxel_size":
+                                          list(scale) if scale else None}}}
+    if scale is not None:
+        kwargs.update(scale=scale, units=("nm",) * len(scale))
+    return (levels if len(levels) > 1 else levels[0], kwargs, "labels")
 
 
 def _notify_warning(message: str) -> None:

@@ -509,7 +509,8 @@ class _ZarrStore:
             self.group = zarr.open_group(str(self.path), mode="w")
             self.info = {"format": _STORE_FORMAT, "fingerprint": fingerprint, "done": {},
                          "complete": False, "classes": list(class_names)}
-            self.group.create_array("labels", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+            self.group.create_array("labels", shape=shape, chunks=chunks, dtype=dtype, fill_value=0,
+                                    dimension_names=tuple("zyx"[-len(shape):]))  # as OME-Zarr asks
             if keep_probabilities:
                 self.group.create_array("probabilities", shape=(n_out, *shape), chunks=(1, *chunks),
                                         dtype=np.uint8, fill_value=0)

@@ -24,6 +24,10 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zarr", action="store_true",
                    help="write a zarr store slab by slab (volumes larger than memory); rerunning "
                         "the same command resumes an interrupted run")
+    p.add_argument("--ome-zarr", action="store_true",
+                   help="write an OME-Zarr label image (implies --zarr; resumable the same way): a "
+                        "multiscale pyramid, class names and colours, the voxel size in nm; with OUT = "
+                        "IMAGE.zarr/labels/NAME, the labels of the OME-Zarr image IMAGE.zarr")
     p.add_argument("--threshold", type=float_in(0, 1), default=0.5,
                    help="probability above which a voxel is the structure (one-structure models; default 0.5)")
     p.add_argument("--threshold-from", default=None, metavar="PAINT",
@@ -69,6 +73,7 @@ def run_segment(args: argparse.Namespace) -> int:
     from ..model import load_bundle
 
     model_path, out = Path(args.model), Path(args.output)
+    args.zarr = args.zarr or args.ome_zarr
     if not model_path.is_file():
         raise CLIError(f"model file not found: {model_path}")
     if not Path(args.input).exists() and not any(c in args.input for c in "*?["):
@@ -79,6 +84,10 @@ def run_segment(args: argparse.Namespace) -> int:
         raise CLIError(f"output '{out}' is a folder; give a .tif file name, or add --zarr")
     if args.zarr and (args.min_size or args.fill_holes):
         raise CLIError("--min-size and --fill-holes clean labels held in memory: write a TIFF (no --zarr)")
+    if args.ome_zarr:
+        from ..ome_labels import prepare_labels_group
+
+        prepare_labels_group(out)
     if args.zarr:
         check_writable_folder(out if out.exists() else out.parent, "zarr store's folder")
     else:
@@ -110,6 +119,8 @@ def run_segment(args: argparse.Namespace) -> int:
     for w in caught:
         if issubclass(w.category, (UserWarning, RuntimeWarning)):
             print(f"napari-cem segment: warning: {w.message}", file=sys.stderr)
+    if args.ome_zarr:
+        _write_ome(out, meta.voxel_size, result.classes)
     info = {"classes": result.classes, "source": meta.source, "voxel_size": meta.voxel_size,
             **{k: result.metadata.get(k) for k in ("mode", "threshold", "precision", "device", "tta", "z_smooth", "cleanup")}}
     written, code = [out], 0
@@ -145,6 +156,19 @@ def run_segment(args: argparse.Namespace) -> int:
         print("most uncertain slices (z: mean uncertainty): "
               + ", ".join(f"{z}: {scores[z]:.3f}" for z in worst))
     return code
+
+
+def _write_ome(out: Path, voxel_size, classes) -> None:
+    """--ome-zarr: the finished store becomes an OME-Zarr label image (pyramid + metadata)."""
+    import time
+
+    from ..ome_labels import image_of_labels, write_ome_labels
+
+    t0 = time.perf_counter()
+    write_ome_labels(out, voxel_size=voxel_size, class_names=classes, name=out.name)
+    image = image_of_labels(out)
+    where = f"labels '{out.name}' of the OME-Zarr image {image}" if image else "an OME-Zarr label image"
+    print(f"{out} is {where} (NGFF 0.5; pyramid in {time.perf_counter() - t0:.1f} s)")
 
 
 def clean(result, args: argparse.Namespace, voxel_size) -> None:
