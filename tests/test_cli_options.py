@@ -38,6 +38,7 @@ BAD_VALUES = [
     ("segment", "--min-size", "-5", "between 0 and"),
     ("segment", "--batch-size", "0", "must be 1 or more"),
     ("segment", "--batch-size", "-3", "must be 1 or more"),
+    ("segment", "--workers", "0", "must be 1 or more"),
     ("segment", "--timepoint", "-1", "must be 0 or more"),
     ("segment", "--channel", "-1", "must be 0 or more"),
     ("instances", "--threshold", "1.5", "at most 1"),

@@ -887,39 +887,54 @@ def _predict_plane(plan: _Plan, plane: str, count: _Count, should_stop) -> None:
             count.add(stop - start, plan.stage(plane))
             continue
         _check_stop(should_stop)
-        labels, q, unsure = _predict_slab(plan, _read(plan.vol, axis, start, stop), plane, count,
-                                          should_stop)
-        if plan.mode == "stack":
-            store.labels[start:stop] = labels
-            if store.probabilities is not None:
-                store.probabilities[:, start:stop] = q
-            if unsure is not None:
-                store.uncertainty[start:stop] = unsure
-        else:
-            store.add_plane(plane, axis, start, stop, q)
+        outputs = predict_block(plan.predictor, _read(plan.vol, axis, start, stop), **block_options(plan),
+                                on_batch=lambda n: count.add(n, plan.stage(plane)), should_stop=should_stop)
+        store_block(plan, plane, start, stop, *outputs)
         store.mark_done(plane, b)
 
 
-def _predict_slab(plan: _Plan, block, plane: str, count: _Count, should_stop):
-    """(labels, uint8 confidences, uint8 uncertainty; each or None) of one slab, batch by batch."""
-    predictor, mode, store = plan.predictor, plan.mode, plan.store
+def block_options(plan: _Plan) -> dict:
+    """What :func:`predict_block` needs to know of a run besides the predictor."""
+    store = plan.store
+    return {"stack": plan.mode == "stack", "threshold": plan.threshold, "dtype": np.dtype(plan.dtype).name,
+            "keep_q": plan.mode == "orthoplane" or store.probabilities is not None,
+            "keep_unsure": plan.mode == "stack" and store.uncertainty is not None}
+
+
+def store_block(plan: _Plan, plane: str, start: int, stop: int, labels, q, unsure) -> None:
+    """Write one predicted slab of *plane* (slices start..stop along its axis) into the outputs."""
+    store = plan.store
+    if plan.mode == "stack":
+        store.labels[start:stop] = labels
+        if store.probabilities is not None:
+            store.probabilities[:, start:stop] = q
+        if unsure is not None:
+            store.uncertainty[start:stop] = unsure
+    else:
+        store.add_plane(plane, _PLANE_AXIS[plane], start, stop, q)
+
+
+def predict_block(predictor: _Predictor, block, *, stack: bool, threshold: float, dtype, keep_q: bool,
+                  keep_unsure: bool, on_batch=None, should_stop=None):
+    """(labels, uint8 confidences, uint8 uncertainty; each or None) of one slab of slices,
+    batch by batch; *on_batch(n)* after each batch. Used in this process and on cluster workers."""
     n, h, w = block.shape
-    keep_q = mode == "orthoplane" or store.probabilities is not None
     q = np.empty((predictor.n_out, n, h, w), np.uint8) if keep_q else None
-    labels = np.empty((n, h, w), plan.dtype) if mode == "stack" else None
-    unsure = np.empty((n, h, w), np.uint8) if mode == "stack" and store.uncertainty is not None else None
+    labels = np.empty((n, h, w), np.dtype(dtype)) if stack else None
+    unsure = np.empty((n, h, w), np.uint8) if stack and keep_unsure else None
     bs = predictor.batch_size if max(h, w) <= predictor.tile else 1
     for i in range(0, n, bs):
         _check_stop(should_stop)
         probs = predictor.predict(block[i:i + bs])
         if labels is not None:
-            labels[i:i + bs] = _decide(probs, plan.threshold).cpu().numpy()
+            labels[i:i + bs] = _decide(probs, threshold).cpu().numpy()
         if q is not None:
             q[:, i:i + bs] = _quantise(probs).cpu().numpy().transpose(1, 0, 2, 3)
         if unsure is not None:
             unsure[i:i + bs] = _quantise(voxel_uncertainty_torch(probs)).cpu().numpy()
         del probs
-        count.add(min(bs, n - i), plan.stage(plane))
+        if on_batch is not None:
+            on_batch(min(bs, n - i))
     return labels, q, unsure
 
 

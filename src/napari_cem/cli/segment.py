@@ -28,6 +28,13 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
                    help="write an OME-Zarr label image (implies --zarr; resumable the same way): a "
                         "multiscale pyramid, class names and colours, the voxel size in nm; with OUT = "
                         "IMAGE.zarr/labels/NAME, the labels of the OME-Zarr image IMAGE.zarr")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="with --zarr: spread the slabs over the dask.distributed cluster at ADDRESS "
+                        "(tcp://host:8786); each worker loads the model once; same labels and resume "
+                        "as one process")
+    p.add_argument("--workers", type=int_at_least(1), default=None, metavar="N",
+                   help="with --zarr: a cluster of N worker processes on this machine (one torch "
+                        "thread each)")
     p.add_argument("--threshold", type=float_in(0, 1), default=0.5,
                    help="probability above which a voxel is the structure (one-structure models; default 0.5)")
     p.add_argument("--threshold-from", default=None, metavar="PAINT",
@@ -82,6 +89,10 @@ def run_segment(args: argparse.Namespace) -> int:
         raise CLIError(f"output '{out}' exists and is not a zarr store (a folder)")
     if not args.zarr and out.is_dir():
         raise CLIError(f"output '{out}' is a folder; give a .tif file name, or add --zarr")
+    if (args.scheduler or args.workers) and not args.zarr:
+        raise CLIError("--scheduler / --workers spread the slabs of a zarr output: add --zarr (or --ome-zarr)")
+    if args.scheduler and args.workers:
+        raise CLIError("give --scheduler (a running cluster) or --workers (one made here), not both")
     if args.zarr and (args.min_size or args.fill_holes):
         raise CLIError("--min-size and --fill-holes clean labels held in memory: write a TIFF (no --zarr)")
     if args.ome_zarr:
@@ -106,11 +117,15 @@ def run_segment(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = segment(volume, bundle, mode=args.mode, threshold=args.threshold, tile=args.tile,
-                             batch_size=args.batch_size, device=args.device,
-                             out=out if args.zarr else None, keep_probabilities=args.probabilities,
-                             keep_uncertainty=args.uncertainty, tta=args.tta, z_smooth=args.z_smooth,
-                             voxel_size=meta.voxel_size, progress=progress)
+            options = dict(mode=args.mode, threshold=args.threshold, tile=args.tile, batch_size=args.batch_size,
+                           device=args.device, keep_probabilities=args.probabilities,
+                           keep_uncertainty=args.uncertainty, tta=args.tta, voxel_size=meta.voxel_size,
+                           progress=progress)
+            if args.scheduler or args.workers:
+                result = _on_cluster(args, volume, model_path, out, options)
+            else:
+                result = segment(volume, bundle, out=out if args.zarr else None, z_smooth=args.z_smooth,
+                                 **options)
         clean(result, args, meta.voxel_size)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
@@ -156,6 +171,30 @@ def run_segment(args: argparse.Namespace) -> int:
         print("most uncertain slices (z: mean uncertainty): "
               + ", ".join(f"{z}: {scores[z]:.3f}" for z in worst))
     return code
+
+
+def _on_cluster(args, volume, model_path: Path, out: Path, options: dict):
+    """--scheduler / --workers: the run on a dask.distributed cluster (its client here)."""
+    from ..cluster import segment_on_cluster, start_local_cluster
+
+    if args.scheduler:
+        from distributed import Client
+
+        try:
+            client = Client(args.scheduler, timeout=30)
+        except OSError as exc:
+            raise CLIError(f"no dask scheduler answers at {args.scheduler}: {exc}") from None
+    else:
+        client = start_local_cluster(args.workers)
+    try:
+        n = len(client.scheduler_info()["workers"])
+        print(f"napari-cem segment: {n} dask worker{'s' if n != 1 else ''} at {client.scheduler.address}")
+        return segment_on_cluster(volume, model_path, out, client, **options)
+    finally:
+        cluster = client.cluster if args.workers else None
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _write_ome(out: Path, voxel_size, classes) -> None:

@@ -1,0 +1,134 @@
+"""Segmentation spread over a dask.distributed cluster: the slabs of a volume go to the
+workers, each worker loads the model once and predicts the slabs it is given, and this
+process (the client) reads the input, writes the results and keeps the books.
+
+The client alone touches the zarr store: a slab is written and marked done only once its
+result has arrived, so a worker that dies mid-slab leaves nothing half-written (dask gives
+the slab to another worker), and an interrupted run resumes like a one-process
+``segment(out=...)`` run (the same store, fingerprint and list of finished slabs). The
+first slab is predicted here, which fixes the reduced precision for every worker, so that
+the labels are those of the one-process run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["segment_on_cluster", "start_local_cluster"]
+
+_WORKER_MODELS: dict = {}  # on a worker: (bundle hash, predictor options) -> _Predictor
+_IN_FLIGHT_PER_WORKER = 2  # slabs queued per worker: it never waits, the client holds few
+
+
+def start_local_cluster(workers: int):
+    """A LocalCluster of *workers* processes on this machine (one torch thread each) and its
+    client, for ``segment --workers N``."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    return Client(cluster)
+
+
+def _worker_predictor(key: str, payload: bytes, options: dict):
+    """The worker's predictor for this bundle and options, built the first time."""
+    from .infer import _Predictor
+    from .model import load_bundle
+
+    cache_key = (key, tuple(sorted(options.items())))
+    predictor = _WORKER_MODELS.get(cache_key)
+    if predictor is None:
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / "bundle.pt"
+            path.write_bytes(payload)
+            bundle = load_bundle(path)
+        _WORKER_MODELS.clear()  # one model per worker: a new run replaces the last one
+        predictor = _Predictor(bundle, **options)
+        _WORKER_MODELS[cache_key] = predictor
+    return predictor
+
+
+def predict_remote(key: str, payload: bytes, options: dict, block_options: dict, block: np.ndarray):
+    """A worker's task: the outputs of one slab (see ``infer.predict_block``)."""
+    from .infer import predict_block
+
+    return predict_block(_worker_predictor(key, payload, options), block, **block_options)
+
+
+def segment_on_cluster(volume, bundle_path, out, client, *, mode: str = "stack", threshold: float = 0.5,
+                       tile: int = 1024, overlap: int = 64, batch_size: int | None = None, device="auto",
+                       keep_probabilities: bool = False, keep_uncertainty: bool = False, voxel_size=None,
+                       precision: str = "auto", slab: int | None = None, tta: str = "none",
+                       progress=None):
+    """:func:`napari_cem.infer.segment` with a zarr *out*, the slabs predicted by the workers of
+    *client* (a ``distributed.Client``); returns the same Segmentation."""
+    from distributed import as_completed
+
+    from .infer import _average_planes, _Count, _plan, _read, block_options, predict_block, store_block
+    from .model import load_bundle
+
+    t0 = time.perf_counter()
+    payload = Path(bundle_path).read_bytes()
+    key = hashlib.sha1(payload).hexdigest()
+    plan = _plan(volume, load_bundle(bundle_path), mode=mode, threshold=threshold, tile=tile, overlap=overlap,
+                 batch_size=batch_size, device=device, out=out, keep_probabilities=keep_probabilities,
+                 keep_uncertainty=keep_uncertainty, voxel_size=voxel_size, isotropy_tolerance=0.2,
+                 precision=precision, slab=slab, tta=tta)
+    store, opts = plan.store, block_options(plan)
+    count = _Count(plan.total, progress)
+    todo = []
+    for plane in plan.planes:
+        axis, step = _axis(plane), plan.slabs[plane]
+        for b, start in enumerate(range(0, plan.shape[axis], step)):
+            stop = min(start + step, plan.shape[axis])
+            if store.is_done(plane, b):
+                count.add(stop - start, plan.stage(plane))
+            else:
+                todo.append((plane, b, start, stop))
+    if todo:  # the first slab here: it settles the precision every worker then uses
+        plane, b, start, stop = todo.pop(0)
+        outputs = predict_block(plan.predictor, _read(plan.vol, _axis(plane), start, stop), **opts)
+        store_block(plan, plane, start, stop, *outputs)
+        store.mark_done(plane, b)
+        count.add(stop - start, plan.stage(plane))
+    pr = plan.predictor
+    options = {"device": device, "tile": pr.tile, "overlap": pr.overlap, "batch_size": batch_size,
+               "precision": pr.precision, "tta": pr.tta}
+    shared = client.scatter(payload, broadcast=True, hash=False)
+    limit = max(1, _IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"])))
+    pending, queue = {}, list(todo)
+    finished = as_completed()
+
+    def submit_next():
+        plane, b, start, stop = queue.pop(0)
+        block = np.ascontiguousarray(_read(plan.vol, _axis(plane), start, stop))
+        future = client.submit(predict_remote, key, shared, options, opts, block, pure=False)
+        pending[future] = (plane, b, start, stop)
+        finished.add(future)
+
+    while queue and len(pending) < limit:
+        submit_next()
+    for future in finished:
+        plane, b, start, stop = pending.pop(future)
+        store_block(plan, plane, start, stop, *future.result())
+        store.mark_done(plane, b)
+        count.add(stop - start, plan.stage(plane))
+        future.release()
+        if queue:
+            submit_next()
+    if plan.mode == "orthoplane":
+        _average_planes(plan, count, None)
+    metadata = plan.metadata(time.perf_counter() - t0)
+    metadata["workers"] = len(client.scheduler_info()["workers"])
+    return store.finish(metadata, plan.was_2d)
+
+
+def _axis(plane: str) -> int:
+    from .infer import _PLANE_AXIS
+
+    return _PLANE_AXIS[plane]
