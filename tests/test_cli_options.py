@@ -39,6 +39,7 @@ BAD_VALUES = [
     ("segment", "--batch-size", "0", "must be 1 or more"),
     ("segment", "--batch-size", "-3", "must be 1 or more"),
     ("segment", "--workers", "0", "must be 1 or more"),
+    ("instances", "--workers", "0", "must be 1 or more"),
     ("segment", "--timepoint", "-1", "must be 0 or more"),
     ("segment", "--channel", "-1", "must be 0 or more"),
     ("instances", "--threshold", "1.5", "at most 1"),

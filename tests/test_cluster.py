@@ -110,3 +110,32 @@ def test_segment_command_with_workers_writes_the_same_labels(model_file, volume,
     np.testing.assert_array_equal(labels, np.asarray(one.labels))
     assert main(["segment", str(model_file), str(tif), "-o", str(tmp_path / "x.tif"), "--workers", "2"]) == 2
     assert "add --zarr" in capsys.readouterr().err
+
+
+def test_instances_labelled_on_the_workers_have_the_same_ids(client, tmp_path):
+    from napari_cem.instances_slabs import find_instances_in_slabs
+
+    rng = np.random.default_rng(1)
+    semantic = (rng.random((24, 40, 40)) > 0.7).astype(np.uint8)  # objects across every slab border
+    here = find_instances_in_slabs(semantic, tmp_path / "here.zarr", slab=5)
+    there = find_instances_in_slabs(semantic, tmp_path / "there.zarr", slab=5, client=client)
+    assert there.count == here.count > 10
+    np.testing.assert_array_equal(np.asarray(there.labels[...]), np.asarray(here.labels[...]))
+    np.testing.assert_array_equal(there.object_class, here.object_class)
+
+
+def test_instances_command_with_workers(tmp_path, capsys):
+    import tifffile
+
+    from napari_cem.cli import main
+
+    semantic = np.zeros((12, 30, 30), np.uint8)
+    semantic[1:11, 5:10, 5:10] = 1
+    semantic[3:5, 20:25, 20:25] = 1
+    tifffile.imwrite(tmp_path / "seg.tif", semantic, photometric="minisblack")
+    assert main(["instances", str(tmp_path / "seg.tif"), "-o", str(tmp_path / "obj.zarr"), "--slab", "3",
+                 "--workers", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "2 dask workers" in out and "2 objects" in out
+    assert main(["instances", str(tmp_path / "seg.tif"), "-o", str(tmp_path / "obj.tif"), "--workers", "2"]) == 2
+    assert "write OUT.zarr" in capsys.readouterr().err

@@ -15,11 +15,12 @@ from __future__ import annotations
 import hashlib
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["segment_on_cluster", "start_local_cluster"]
+__all__ = ["cluster_client", "segment_on_cluster", "start_local_cluster"]
 
 _WORKER_MODELS: dict = {}  # on a worker: (bundle hash, predictor options) -> _Predictor
 _IN_FLIGHT_PER_WORKER = 2  # slabs queued per worker: it never waits, the client holds few
@@ -33,6 +34,29 @@ def start_local_cluster(workers: int):
     cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
                            dashboard_address=None)
     return Client(cluster)
+
+
+@contextmanager
+def cluster_client(scheduler: str | None = None, workers: int | None = None):
+    """A client of the cluster at *scheduler*, or of a LocalCluster of *workers* processes
+    made here (closed on the way out); ConnectionError when no scheduler answers."""
+    if scheduler:
+        from distributed import Client
+
+        try:
+            client = Client(scheduler, timeout=30)
+        except OSError as exc:
+            raise ConnectionError(f"no dask scheduler answers at {scheduler}: {exc}") from None
+        cluster = None
+    else:
+        client = start_local_cluster(workers)
+        cluster = client.cluster
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _worker_predictor(key: str, payload: bytes, options: dict):

@@ -100,11 +100,12 @@ def find_instances_in_slabs(semantic, out, *, value: int | None = None, kind: st
                             threshold: float = 0.5, mode: str = "3d", connectivity: str = "auto",
                             split: bool = False, split_depth: float = 2.0, min_size: float = 0,
                             unit: str = "voxels", voxel_size=None, class_names=None, slab: int | None = None,
-                            progress=None, should_stop=None) -> Instances:
+                            client=None, progress=None, should_stop=None) -> Instances:
     """Objects of a 3D semantic array read slab by slab, written to the zarr store *out*;
     the arguments and the result are those of :func:`napari_cem.instances.find_instances`
     (labels: the store's zarr array). Splitting touching objects is per slice here (2D mode):
-    a 3D watershed needs the whole volume in memory."""
+    a 3D watershed needs the whole volume in memory. *client*: a ``distributed.Client``
+    whose workers label the slabs (this process reads, stitches and writes: same ids)."""
     from ._cancel import Cancelled
 
     shape = tuple(np.shape(semantic))
@@ -126,31 +127,22 @@ def find_instances_in_slabs(semantic, out, *, value: int | None = None, kind: st
         if should_stop is not None and should_stop():
             raise Cancelled()
 
-    def label(z0, z1):
-        cmap = class_map(np.asarray(semantic[z0:z1]), kind, value, threshold)
-        if mode == "2d":  # each slice alone; ids continue from slice to slice
-            parts, n = [], 0
-            for plane in cmap:
-                lab, k = label_block(plane, conn, h=h, sampling=sampling)
-                lab = lab.astype(np.int64)
-                lab[lab > 0] += n
-                parts.append(lab)
-                n += k
-            return np.stack(parts), n, cmap
-        lab, n = label_block(cmap, conn)
-        return lab, n, cmap
+    rule = (kind, value, threshold, mode, conn, h, sampling)
+
+    def read(i):
+        z0, z1 = slabs[i]
+        return (np.asarray(semantic[z0:z1]), rule)
 
     # pass 1: pieces, their sizes and classes, joins across slab borders
     offsets, sizes, classes, pairs = [], [np.zeros(1, np.int64)], [np.zeros(1, np.int64)], []
     total, last = 0, None
-    for i, (z0, z1) in enumerate(slabs):
-        check()
-        lab, n, cmap = label(z0, z1)
-        sizes.append(np.bincount(lab.ravel(), minlength=n + 1)[1:])
-        classes.append(classes_of(lab, cmap, n)[1:])
+    for i, summary in enumerate(_mapped(client, _slab_summary, read, len(slabs), check)):
+        n, slab_sizes, slab_classes, first, last_plane, cmap_first, cmap_last = summary
+        sizes.append(slab_sizes)
+        classes.append(slab_classes)
         if last is not None and mode == "3d":
-            pairs.append(border_pairs(last[0], _global(lab[0], total), last[1], cmap[0], conn))
-        last = (_global(lab[-1], total), cmap[-1].copy())
+            pairs.append(border_pairs(last[0], _global(first, total), last[1], cmap_first, conn))
+        last = (_global(last_plane, total), cmap_last)
         offsets.append(total)
         total += n
         if progress is not None:
@@ -181,12 +173,16 @@ def find_instances_in_slabs(semantic, out, *, value: int | None = None, kind: st
         chunks = (min(step, 64) if mode == "3d" else 1, *(min(s, 512) for s in shape[1:]))
         labels = group.create_array("labels", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
         group.create_array("object_class", data=object_class.astype(np.uint32 if count else np.uint8))
-        for i, (z0, z1) in enumerate(slabs):
-            check()
-            lab, _n, _c = label(z0, z1)
-            part = lut[offsets[i]:offsets[i] + _n + 1].copy()  # local id -> final id
+        counts = [b - a for a, b in zip(offsets, offsets[1:] + [total])]
+
+        def relabel_args(i):
+            part = lut[offsets[i]:offsets[i] + counts[i] + 1].copy()  # local id -> final id
             part[0] = 0
-            labels[z0:z1] = part[lab]
+            return (*read(i), part)
+
+        for i, final in enumerate(_mapped(client, _slab_final, relabel_args, len(slabs), check)):
+            z0, z1 = slabs[i]
+            labels[z0:z1] = final
             if progress is not None:
                 progress(len(slabs) + i + 1, total_steps, "writing objects")
         group.attrs["napari_cem"] = {"format": INSTANCES_FORMAT, "count": count,
@@ -198,6 +194,55 @@ def find_instances_in_slabs(semantic, out, *, value: int | None = None, kind: st
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return open_instances(target)
+
+
+def _label_slab(data: np.ndarray, rule) -> tuple[np.ndarray, int, np.ndarray]:
+    """(local ids, their count, class map) of one slab: the same whichever process runs it."""
+    kind, value, threshold, mode, conn, h, sampling = rule
+    cmap = class_map(data, kind, value, threshold)
+    if mode == "2d":  # each slice alone; ids continue from slice to slice
+        parts, n = [], 0
+        for plane in cmap:
+            lab, k = label_block(plane, conn, h=h, sampling=sampling)
+            lab = lab.astype(np.int64)
+            lab[lab > 0] += n
+            parts.append(lab)
+            n += k
+        return np.stack(parts), n, cmap
+    lab, n = label_block(cmap, conn)
+    return lab, n, cmap
+
+
+def _slab_summary(data: np.ndarray, rule):
+    """What the first pass keeps of a slab: its piece count, sizes and classes, and its first
+    and last planes (ids and classes) to join across the borders."""
+    lab, n, cmap = _label_slab(data, rule)
+    return (n, np.bincount(lab.ravel(), minlength=n + 1)[1:], classes_of(lab, cmap, n)[1:],
+            lab[0].copy(), lab[-1].copy(), cmap[0].copy(), cmap[-1].copy())
+
+
+def _slab_final(data: np.ndarray, rule, part_lut: np.ndarray) -> np.ndarray:
+    """A slab's final ids (the second pass labels it again: cheaper than keeping it)."""
+    lab, _n, _cmap = _label_slab(data, rule)
+    return part_lut[lab]
+
+
+def _mapped(client, fn, args_of, n: int, check, in_flight: int = 4):
+    """fn(*args_of(i)) for i in 0..n-1, in order: here, or on *client*'s workers with a few
+    slabs in flight (read here as they are needed)."""
+    if client is None:
+        for i in range(n):
+            check()
+            yield fn(*args_of(i))
+        return
+    futures: dict = {}
+    for i in range(n):
+        while len(futures) < in_flight and i + len(futures) < n:
+            j = i + len(futures)
+            futures[j] = client.submit(fn, *args_of(j), pure=False)
+        check()
+        result = futures.pop(i).result()
+        yield result
 
 
 def _global(plane: np.ndarray, offset: int) -> np.ndarray:

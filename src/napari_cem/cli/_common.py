@@ -1,9 +1,10 @@
 """What several commands share: the --channel / --timepoint options, reading an input with
-them, and saving with the rescue fallback."""
+them, saving with the rescue fallback, and the --scheduler / --workers cluster."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -48,3 +49,28 @@ def _save(save, path, command: str):
     if problem:
         print(f"napari-cem {command}: error: {problem}", file=sys.stderr)
     return written, (1 if problem else 0)
+
+
+def _cluster_options(p, lead: str, tail: str) -> None:
+    """--scheduler ADDRESS / --workers N: work spread over a dask.distributed cluster."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help=f"{lead} the dask.distributed cluster at ADDRESS (tcp://host:8786); {tail}")
+    group.add_argument("--workers", type=int_at_least(1), default=None, metavar="N",
+                       help=f"{lead} a cluster of N worker processes made on this machine (one torch "
+                            "thread each)")
+
+
+@contextlib.contextmanager
+def cli_cluster(args):
+    """The client of --scheduler's cluster or of --workers' local one, with a line saying so."""
+    from ..cluster import cluster_client
+
+    try:
+        with cluster_client(args.scheduler, args.workers) as client:
+            n = len(client.scheduler_info()["workers"])
+            print(f"napari-cem {args.command}: {n} dask worker{'s' if n != 1 else ''} at "
+                  f"{client.scheduler.address}")
+            yield client
+    except ConnectionError as exc:
+        raise CLIError(str(exc)) from None

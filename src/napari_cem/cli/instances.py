@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
 from .._argtypes import float_in, int_at_least
 from . import CLIError, command, progress_bar, progress_callback
-from ._common import _axis_options, _read
+from ._common import _axis_options, _cluster_options, _read, cli_cluster
 
 
 def _instances_args(p: argparse.ArgumentParser) -> None:
@@ -42,6 +43,7 @@ def _instances_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image", metavar="EM", help="the EM volume, for intensity columns in OUT.csv")
     p.add_argument("--slab", type=int_at_least(1), default=None, metavar="N",
                    help="slices per slab for a zarr output (default: about 64 MiB of input)")
+    _cluster_options(p, "with a zarr output: label the slabs on", "this process stitches them (the same ids)")
     _axis_options(p, what="the segmentation")
 
 
@@ -106,9 +108,13 @@ def run_instances(args: argparse.Namespace) -> int:
         if to_zarr:
             if np.ndim(data) != 3:
                 raise CLIError("a zarr output is for 3D volumes; write a TIFF")
-            result = find_instances_in_slabs(data, out, slab=args.slab,
-                                             progress=progress_callback(bar, "instances"), **options)
+            with contextlib.ExitStack() as stack:
+                client = stack.enter_context(cli_cluster(args)) if args.scheduler or args.workers else None
+                result = find_instances_in_slabs(data, out, slab=args.slab, client=client,
+                                                 progress=progress_callback(bar, "instances"), **options)
         else:
+            if args.scheduler or args.workers:
+                raise CLIError("--scheduler / --workers label the slabs of a zarr output: write OUT.zarr")
             result = find_instances(np.asarray(data), progress=progress_callback(bar, "instances"), **options)
     except ValueError as exc:
         raise CLIError(str(exc)) from None

@@ -9,7 +9,7 @@ from pathlib import Path
 from .._argtypes import float_in, int_at_least
 from .._outputs import check_writable_file, check_writable_folder
 from . import CLIError, command, progress_bar, progress_callback
-from ._common import _axis_options, _read, _save
+from ._common import _axis_options, _cluster_options, _read, _save, cli_cluster
 
 
 def _segment_args(p: argparse.ArgumentParser) -> None:
@@ -28,13 +28,8 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
                    help="write an OME-Zarr label image (implies --zarr; resumable the same way): a "
                         "multiscale pyramid, class names and colours, the voxel size in nm; with OUT = "
                         "IMAGE.zarr/labels/NAME, the labels of the OME-Zarr image IMAGE.zarr")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="with --zarr: spread the slabs over the dask.distributed cluster at ADDRESS "
-                        "(tcp://host:8786); each worker loads the model once; same labels and resume "
-                        "as one process")
-    p.add_argument("--workers", type=int_at_least(1), default=None, metavar="N",
-                   help="with --zarr: a cluster of N worker processes on this machine (one torch "
-                        "thread each)")
+    _cluster_options(p, "with --zarr: spread the slabs over", "each worker loads the model once; same "
+                                                             "labels and resume as one process")
     p.add_argument("--threshold", type=float_in(0, 1), default=0.5,
                    help="probability above which a voxel is the structure (one-structure models; default 0.5)")
     p.add_argument("--threshold-from", default=None, metavar="PAINT",
@@ -91,8 +86,6 @@ def run_segment(args: argparse.Namespace) -> int:
         raise CLIError(f"output '{out}' is a folder; give a .tif file name, or add --zarr")
     if (args.scheduler or args.workers) and not args.zarr:
         raise CLIError("--scheduler / --workers spread the slabs of a zarr output: add --zarr (or --ome-zarr)")
-    if args.scheduler and args.workers:
-        raise CLIError("give --scheduler (a running cluster) or --workers (one made here), not both")
     if args.zarr and (args.min_size or args.fill_holes):
         raise CLIError("--min-size and --fill-holes clean labels held in memory: write a TIFF (no --zarr)")
     if args.ome_zarr:
@@ -175,26 +168,10 @@ def run_segment(args: argparse.Namespace) -> int:
 
 def _on_cluster(args, volume, model_path: Path, out: Path, options: dict):
     """--scheduler / --workers: the run on a dask.distributed cluster (its client here)."""
-    from ..cluster import segment_on_cluster, start_local_cluster
+    from ..cluster import segment_on_cluster
 
-    if args.scheduler:
-        from distributed import Client
-
-        try:
-            client = Client(args.scheduler, timeout=30)
-        except OSError as exc:
-            raise CLIError(f"no dask scheduler answers at {args.scheduler}: {exc}") from None
-    else:
-        client = start_local_cluster(args.workers)
-    try:
-        n = len(client.scheduler_info()["workers"])
-        print(f"napari-cem segment: {n} dask worker{'s' if n != 1 else ''} at {client.scheduler.address}")
+    with cli_cluster(args) as client:
         return segment_on_cluster(volume, model_path, out, client, **options)
-    finally:
-        cluster = client.cluster if args.workers else None
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def _write_ome(out: Path, voxel_size, classes) -> None:
