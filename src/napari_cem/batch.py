@@ -180,12 +180,11 @@ def _run_processes(workers, inputs, names, out_dir, request, finished, option_na
 
 
 def _run_distributed(address, inputs, names, out_dir, request, finished, option_names=None) -> None:
-    try:
-        from distributed import Client, as_completed
-    except ImportError as exc:  # pragma: no cover - distributed is a dependency
-        raise RuntimeError("--scheduler needs dask.distributed: pip install distributed") from exc
+    from distributed import as_completed
 
-    with Client(address, timeout="20s") as client:
+    from .cluster import cluster_client
+
+    with cluster_client(address) as client:
         futures = [client.submit(_curate_file_safe, str(p.resolve()), str(Path(out_dir).resolve()), n,
                                  request, option_names, pure=False, key=f"napari-cem-curate-{i}-{n}")
                    for i, (p, n) in enumerate(zip(inputs, names))]
