@@ -14,7 +14,7 @@ POSITIONAL = {"demo": [], "info": [], "inspect": ["x.tif"], "curate": ["x.tif", 
               "segment": ["m.pt", "x.tif", "-o", "o.tif"], "evaluate": ["a.tif", "b.tif"],
               "instances": ["seg.tif", "-o", "o.tif"],
               "finetune": ["x.tif", "l.tif", "-o", "m.pt"], "filter": ["export", "-o", "out"],
-              "pretrain": ["patches", "-o", "out"]}
+              "pretrain": ["patches", "-o", "out"], "export-model": ["m.pt", "-o", "m.zip"]}
 
 # (command, option, a value it must refuse, words of the refusal)
 BAD_VALUES = [
@@ -40,6 +40,8 @@ BAD_VALUES = [
     ("segment", "--batch-size", "-3", "must be 1 or more"),
     ("segment", "--workers", "0", "must be 1 or more"),
     ("instances", "--workers", "0", "must be 1 or more"),
+    ("export-model", "--timepoint", "-1", "must be 0 or more"),
+    ("export-model", "--channel", "-1", "must be 0 or more"),
     ("segment", "--timepoint", "-1", "must be 0 or more"),
     ("segment", "--channel", "-1", "must be 0 or more"),
     ("instances", "--threshold", "1.5", "at most 1"),

@@ -177,12 +177,17 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> Path:
 
 
 def load_bundle(path: str | os.PathLike, device="cpu") -> ModelBundle:
-    """Read a bundle written by ``save_bundle``; the model is in eval mode on *device*."""
+    """Read a bundle written by ``save_bundle`` (or exported as a bioimage.io package by
+    napari-cem); the model is in eval mode on *device*."""
     from ._torchfile import load_torch_file
 
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Model file not found: {path}")
+    if path.suffix.lower() == ".zip":  # a bioimage.io package (of ours)
+        from .bioimage_io import bundle_from_package
+
+        return bundle_from_package(path, device)
     payload = load_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"{path.name} is not a napari-cem model file (a fine-tuned model bundle "

@@ -15,7 +15,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-COMMANDS = ("demo", "info", "inspect", "curate", "segment", "instances", "evaluate", "finetune", "filter", "pretrain")
+COMMANDS = ("demo", "info", "inspect", "curate", "segment", "instances", "evaluate", "finetune", "filter", "pretrain",
+            "export-model")
 _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None] | None, Callable]] = {}
 
 
@@ -41,7 +42,7 @@ def _load_commands() -> None:
     import importlib
 
     for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}")
+        importlib.import_module(f"{__name__}.{name.replace('-', '_')}")
 
 
 # -- the progress bar ---------------------------------------------------------------------------
