@@ -74,3 +74,21 @@ def test_another_tools_package_is_refused_with_the_reason(tmp_path, capsys):
     broken.write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a zip file"):
         load_bundle(broken)
+
+
+def test_segment_widget_exports_the_active_model(model_file, tmp_path, make_napari_viewer, qtbot):
+    from napari_cem._widgets._state import state_for
+    from napari_cem._widgets.segment import SegmentWidget
+    from napari_cem.synthetic import make_em_volume
+
+    viewer = make_napari_viewer()
+    viewer.add_image(make_em_volume((2, 300, 300), isotropic=True, seed=3).image, name="em")
+    widget = SegmentWidget(viewer)
+    widget.package_file.value = tmp_path / "exported.zip"
+    assert widget.export_model() is None  # no model yet: a message, no job
+    state_for(viewer).set_active_model(load_bundle(model_file))  # in memory: no file of its own
+    widget.package_file.value = tmp_path / "exported.zip"
+    assert widget.export_model() is not None
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=300_000)
+    assert "bioimageio.core test passed" in widget.progress.status.value
+    assert load_bundle(tmp_path / "exported.zip").classes == ["background", "mito"]

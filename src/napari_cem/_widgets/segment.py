@@ -16,6 +16,7 @@ from ..device import DEVICE_CHOICES
 from ._common import (
     ProgressRow,
     notify_error,
+    output_problem,
     notify_info,
     notify_warning,
     preload_labels_display,
@@ -54,7 +55,7 @@ class SegmentWidget(JobWidget):
         self.evaluation = None  # napari_cem.metrics.Evaluation of the last comparison
 
         self.model_info = text_label("")
-        self.model_file = FileEdit(label="Model file", mode="r", filter="napari-cem model (*.pt *.pth);;All files (*)",
+        self.model_file = FileEdit(label="Model file", mode="r", filter="napari-cem model (*.pt *.pth *.zip);;All files (*)",
                                    tooltip="A model bundle saved by Fine-tune (or napari-cem finetune).")
         self.load_button = PushButton(text="Load model file")
         self.image = ComboBox(label="Image", choices=lambda _w=None: image_choices(self.viewer),
@@ -103,12 +104,19 @@ class SegmentWidget(JobWidget):
                                      tooltip="A Labels layer to compare the segmentation with (IoU).")
         self.evaluate_button = PushButton(text="Compare (IoU)", enabled=False)
         self.iou_info = text_label("")
+        self.package_file = FileEdit(label="bioimage.io file", mode="w", filter="bioimage.io package (*.zip)",
+                                     tooltip="Where to write the active model as a BioImage Model Zoo "
+                                             "package (deepImageJ, ilastik, bioimageio.core run it).")
+        self.export_button = PushButton(text="Export model (bioimage.io)",
+                                        tooltip="Write the package (test slice from the chosen image) "
+                                                "and run bioimageio.core's test of it.")
         super().__init__(widgets=[
             self.model_info, self.model_file, self.load_button, self.image, self.mode, self.mode_note,
             self.threshold, self.paint, self.threshold_button, self.device, self.tta, self.z_smooth, self.min_size, self.fill_holes,
             self.keep_probs, self.keep_uncertainty, self.segment_button,
             self.slice_button, self.uncertain_button,
             self.progress, self.ground_truth, self.evaluate_button, self.iou_info,
+            self.package_file, self.export_button,
         ])
         self.slice_plot = SliceScores(self.go_to_slice, tooltip="Mean uncertainty of each xy slice of the "
                                                                 "last segmentation: click a bar to go there.")
@@ -126,6 +134,7 @@ class SegmentWidget(JobWidget):
         self.slice_button.changed.connect(lambda: self.run(current_slice=True))
         self.uncertain_button.changed.connect(lambda: self.next_uncertain_slice())
         self.evaluate_button.changed.connect(lambda: self.evaluate())
+        self.export_button.changed.connect(lambda: self.export_model())
         self.image.changed.connect(self._update_mode_note)
         self.mode.changed.connect(self._update_mode_note)
         self.ground_truth.changed.connect(lambda _v: self._set_running(self.jobs.running))
@@ -198,6 +207,25 @@ class SegmentWidget(JobWidget):
         return self.jobs.start(_load_job, path, message="Loading the model ...",
                                on_result=lambda bundle: self._on_model_loaded(bundle, path),
                                cancelled="Cancelled; the model is unchanged.")
+
+    def export_model(self, path=None):
+        """Write the active model as a bioimage.io package in a worker, then test it."""
+        bundle = self.state.active_model
+        text = str(path if path is not None else self.package_file.value).strip()
+        problem = ("No model yet: fine-tune one, or load a model file." if bundle is None else
+                   "Choose where to write the package (bioimage.io file)." if text in ("", ".") else
+                   output_problem(text, "package file", file=True))
+        if problem:
+            notify_error(problem)
+            return None
+        layer = self.image.value
+        image = full_data(layer) if layer is not None and np.dtype(layer.dtype) == np.uint8 else None
+        if image is not None and min(image.shape[-2:]) < 256:
+            image = None  # too small for the test slice: a synthetic one
+        return self.jobs.start(_export_job, bundle, self.state.active_model_path, text, image,
+                               message="Writing the bioimage.io package ...",
+                               on_result=lambda r: self.progress.finish(r),
+                               cancelled="Cancelled; no package was written.")
 
     def _on_model_loaded(self, bundle, path) -> None:
         self.state.set_active_model(bundle, path)
@@ -456,6 +484,32 @@ def _fill_table(table, evaluation) -> None:
         for c, text in enumerate(["mean", fmt(evaluation.mean_iou_3d), fmt(evaluation.mean_iou_2d), "", ""]):
             table.setItem(len(rows), c, QTableWidgetItem(text))
     table.resizeColumnsToContents()
+
+
+def _export_job(bundle, bundle_path, out, image, progress):
+    """The package of *bundle* (its file, or a temporary copy), then bioimageio.core's test."""
+    import tempfile
+    from pathlib import Path
+
+    from ..bioimage_io import export_bioimageio
+    from ..model import save_bundle
+
+    try:
+        import bioimageio.core
+    except ImportError:
+        raise ValueError("Exporting needs the bioimage.io libraries: pip install 'napari-cem[bioimageio]'") from None
+    progress(0, 2, "writing the package")
+    with tempfile.TemporaryDirectory() as folder:
+        source = Path(bundle_path) if bundle_path is not None and Path(bundle_path).suffix == ".pt" else None
+        if source is None:
+            source = Path(folder) / "model.pt"
+            save_bundle(bundle, source)
+        written = export_bioimageio(source, out, test_image=None if image is None else np.asarray(
+            image[image.shape[0] // 2] if image.ndim == 3 else image))
+    progress(1, 2, "testing the package (bioimageio.core)")
+    summary = bioimageio.core.test_model(written)
+    progress(2, 2, "testing the package (bioimageio.core)")
+    return f"bioimage.io package written: {written} ({written.stat().st_size / 2**20:.0f} MiB); bioimageio.core test {summary.status}."
 
 
 def _load_job(path, progress):
