@@ -139,3 +139,24 @@ def test_instances_command_with_workers(tmp_path, capsys):
     assert "2 dask workers" in out and "2 objects" in out
     assert main(["instances", str(tmp_path / "seg.tif"), "-o", str(tmp_path / "obj.tif"), "--workers", "2"]) == 2
     assert "write OUT.zarr" in capsys.readouterr().err
+
+
+def test_one_worker_per_device(model_file, volume, one_process, tmp_path, capsys):
+    import tifffile
+
+    from napari_cem.cli import main
+    from napari_cem.cluster import parse_devices
+
+    assert parse_devices("cuda:0, cuda:1") == ["cuda:0", "cuda:1"]
+    for bad, words in (("cuda:0,cuda:0", "listed twice"), ("gpu0", "Unknown device"), ("cpu,cuda:0", "not both")):
+        with pytest.raises(ValueError, match=words):
+            parse_devices(bad)
+    tif = tmp_path / "cells.tif"
+    tifffile.imwrite(tif, volume, photometric="minisblack")
+    out = tmp_path / "seg.zarr"
+    assert main(["segment", str(model_file), str(tif), "-o", str(out), "--zarr", "--devices", "cpu,cpu"]) == 0
+    assert "2 dask workers" in capsys.readouterr().out
+    one = segment(volume, load_bundle(model_file), device="cpu")
+    np.testing.assert_array_equal(np.asarray(zarr.open_group(str(out))["labels"]), np.asarray(one.labels))
+    assert main(["segment", str(model_file), str(tif), "-o", str(out), "--zarr", "--devices", "cuda:0,cuda:0"]) == 2
+    assert "listed twice" in capsys.readouterr().err

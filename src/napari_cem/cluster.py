@@ -20,26 +20,53 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["cluster_client", "segment_on_cluster", "start_local_cluster"]
+__all__ = ["cluster_client", "parse_devices", "segment_on_cluster", "start_local_cluster"]
 
 _WORKER_MODELS: dict = {}  # on a worker: (bundle hash, predictor options) -> _Predictor
 _IN_FLIGHT_PER_WORKER = 2  # slabs queued per worker: it never waits, the client holds few
 
 
-def start_local_cluster(workers: int):
-    """A LocalCluster of *workers* processes on this machine (one torch thread each) and its
-    client, for ``segment --workers N``."""
-    from distributed import Client, LocalCluster
+def start_local_cluster(workers: int | None = None, devices=None):
+    """A cluster on this machine and its client: *workers* processes (one torch thread each),
+    or one process per entry of *devices* (``cuda:0``, ``cuda:1`` ...: each worker sees only
+    its own GPU; ``cpu`` entries are plain CPU workers)."""
+    from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
-    cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+    if not devices:
+        cluster = LocalCluster(n_workers=int(workers or 1), threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+        return Client(cluster)
+    specs = {}
+    for i, device in enumerate(parse_devices(devices)):
+        env = {"CUDA_VISIBLE_DEVICES": device.split(":")[1]} if device.startswith("cuda") else \
+            {"CUDA_VISIBLE_DEVICES": ""}
+        specs[f"{device}-{i}"] = {"cls": Nanny, "options": {"nthreads": 1, "env": env}}
+    cluster = SpecCluster(scheduler={"cls": Scheduler, "options": {"dashboard_address": None}},
+                          workers=specs)
     return Client(cluster)
 
 
+def parse_devices(devices) -> list[str]:
+    """``"cuda:0,cuda:1"`` (or a list) as device names; all GPUs or all CPUs, each GPU once."""
+    names = [d.strip().lower() for d in (devices.split(",") if isinstance(devices, str) else devices) if d.strip()]
+    if not names:
+        raise ValueError("Give at least one device, e.g. --devices cuda:0,cuda:1.")
+    for name in names:
+        if name != "cpu" and not (name.startswith("cuda:") and name[5:].isdigit()):
+            raise ValueError(f"Unknown device {name!r}: use cuda:N (one per GPU) or cpu.")
+    if len({n.startswith("cuda") for n in names}) > 1:
+        raise ValueError("Use GPU workers or CPU workers, not both in one run.")
+    gpus = [n for n in names if n != "cpu"]
+    if len(set(gpus)) != len(gpus):
+        raise ValueError("Each GPU takes one worker: a cuda:N is listed twice.")
+    return names
+
+
 @contextmanager
-def cluster_client(scheduler: str | None = None, workers: int | None = None):
-    """A client of the cluster at *scheduler*, or of a LocalCluster of *workers* processes
-    made here (closed on the way out); ConnectionError when no scheduler answers."""
+def cluster_client(scheduler: str | None = None, workers: int | None = None, devices=None):
+    """A client of the cluster at *scheduler*, or of one made here (*workers* processes, or
+    one per device of *devices*; closed on the way out); ConnectionError when no scheduler
+    answers."""
     if scheduler:
         from distributed import Client
 
@@ -49,7 +76,7 @@ def cluster_client(scheduler: str | None = None, workers: int | None = None):
             raise ConnectionError(f"no dask scheduler answers at {scheduler}: {exc}") from None
         cluster = None
     else:
-        client = start_local_cluster(workers)
+        client = start_local_cluster(workers, devices)
         cluster = client.cluster
     try:
         yield client

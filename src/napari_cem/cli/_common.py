@@ -51,14 +51,19 @@ def _save(save, path, command: str):
     return written, (1 if problem else 0)
 
 
-def _cluster_options(p, lead: str, tail: str) -> None:
-    """--scheduler ADDRESS / --workers N: work spread over a dask.distributed cluster."""
+def _cluster_options(p, lead: str, tail: str, devices: bool = False) -> None:
+    """--scheduler ADDRESS / --workers N (/ --devices LIST): work spread over a dask.distributed
+    cluster."""
     group = p.add_mutually_exclusive_group()
     group.add_argument("--scheduler", default=None, metavar="ADDRESS",
                        help=f"{lead} the dask.distributed cluster at ADDRESS (tcp://host:8786); {tail}")
     group.add_argument("--workers", type=int_at_least(1), default=None, metavar="N",
                        help=f"{lead} a cluster of N worker processes made on this machine (one torch "
                             "thread each)")
+    if devices:
+        group.add_argument("--devices", default=None, metavar="LIST",
+                           help=f"{lead} one worker per GPU of this machine: cuda:0,cuda:1,... (each worker "
+                                "sees only its own card)")
 
 
 @contextlib.contextmanager
@@ -67,10 +72,10 @@ def cli_cluster(args):
     from ..cluster import cluster_client
 
     try:
-        with cluster_client(args.scheduler, args.workers) as client:
+        with cluster_client(args.scheduler, args.workers, getattr(args, "devices", None)) as client:
             n = len(client.scheduler_info()["workers"])
             print(f"napari-cem {args.command}: {n} dask worker{'s' if n != 1 else ''} at "
                   f"{client.scheduler.address}")
             yield client
-    except ConnectionError as exc:
+    except (ConnectionError, ValueError) as exc:
         raise CLIError(str(exc)) from None

@@ -29,7 +29,7 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
                         "multiscale pyramid, class names and colours, the voxel size in nm; with OUT = "
                         "IMAGE.zarr/labels/NAME, the labels of the OME-Zarr image IMAGE.zarr")
     _cluster_options(p, "with --zarr: spread the slabs over", "each worker loads the model once; same "
-                                                             "labels and resume as one process")
+                                                             "labels and resume as one process", devices=True)
     p.add_argument("--threshold", type=float_in(0, 1), default=0.5,
                    help="probability above which a voxel is the structure (one-structure models; default 0.5)")
     p.add_argument("--threshold-from", default=None, metavar="PAINT",
@@ -84,8 +84,17 @@ def run_segment(args: argparse.Namespace) -> int:
         raise CLIError(f"output '{out}' exists and is not a zarr store (a folder)")
     if not args.zarr and out.is_dir():
         raise CLIError(f"output '{out}' is a folder; give a .tif file name, or add --zarr")
-    if (args.scheduler or args.workers) and not args.zarr:
-        raise CLIError("--scheduler / --workers spread the slabs of a zarr output: add --zarr (or --ome-zarr)")
+    if (args.scheduler or args.workers or args.devices) and not args.zarr:
+        raise CLIError("--scheduler / --workers / --devices spread the slabs of a zarr output: add --zarr "
+                       "(or --ome-zarr)")
+    if args.devices:
+        from ..cluster import parse_devices
+
+        try:
+            gpus = parse_devices(args.devices)[0].startswith("cuda")
+        except ValueError as exc:
+            raise CLIError(str(exc)) from None
+        args.device = "cuda" if gpus else "cpu"  # each worker sees its own card as cuda
     if args.zarr and (args.min_size or args.fill_holes):
         raise CLIError("--min-size and --fill-holes clean labels held in memory: write a TIFF (no --zarr)")
     if args.ome_zarr:
@@ -114,7 +123,7 @@ def run_segment(args: argparse.Namespace) -> int:
                            device=args.device, keep_probabilities=args.probabilities,
                            keep_uncertainty=args.uncertainty, tta=args.tta, voxel_size=meta.voxel_size,
                            progress=progress)
-            if args.scheduler or args.workers:
+            if args.scheduler or args.workers or args.devices:
                 result = _on_cluster(args, volume, model_path, out, options)
             else:
                 result = segment(volume, bundle, out=out if args.zarr else None, z_smooth=args.z_smooth,
