@@ -102,3 +102,15 @@ def record(rows: list[str]) -> None:
     if not text.endswith("\n"):
         text += "\n"
     RESULTS.write_text(text + "\n".join(rows) + "\n")
+
+
+def noted(figure: str, note: str = "") -> str:
+    """A figure with the run's free-text note (machine load, data caveats) appended."""
+    return figure + (f" ({note})" if note else "")
+
+
+def publish(rows: list[str], write: bool) -> None:
+    """Print the rows, and append them to RESULTS.md when *write* (``--rows``)."""
+    print("\n".join(rows))
+    if write:
+        record(rows)

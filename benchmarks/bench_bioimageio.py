@@ -17,7 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from _harness import record, row  # noqa: E402
+from _harness import noted, publish, row  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -49,13 +49,10 @@ def main(argv=None) -> int:
         test_s = time.perf_counter() - t0
         size = package.stat().st_size / 2**20
     rows = [row(f"bioimage.io package of a U-Net {args.arch} (export-model), CPU",
-                f"export {export_s:.1f} s ({size:.0f} MiB: TorchScript + state dict, test tensors, cover); "
+                noted(f"export {export_s:.1f} s ({size:.0f} MiB: TorchScript + state dict, test tensors, cover); "
                 f"bioimageio.spec validation {validate_s:.1f} s ({descr.validation_summary.status}); "
-                f"bioimageio.core test {test_s:.1f} s ({summary.status})"
-                + (f" ({args.note})" if args.note else ""))]
-    print("\n".join(rows))
-    if args.rows:
-        record(rows)
+                f"bioimageio.core test {test_s:.1f} s ({summary.status})", args.note))]
+    publish(rows, args.rows)
     return 0
 
 

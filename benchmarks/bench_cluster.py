@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
-from _harness import VNC_DIR, WORK_DIR, record, row  # noqa: E402
+from _harness import VNC_DIR, WORK_DIR, noted, publish, row  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -64,15 +64,12 @@ def main(argv=None) -> int:
     n = volume.shape[0]
     rows = [row(f"segment on a dask cluster: VNC stack1 {'x'.join(map(str, volume.shape))} -> zarr, random-init "
                 f"U-Net {args.arch}, CPU, one process vs {args.workers}-worker LocalCluster, one after the other",
-                f"one process {one_s:.1f} s ({n / one_s:.2f} slices/s, {a.metadata['precision']}); "
+                noted(f"one process {one_s:.1f} s ({n / one_s:.2f} slices/s, {a.metadata['precision']}); "
                 f"{args.workers} workers {many_s:.1f} s ({n / many_s:.2f} slices/s, from the cluster's start, "
-                f"workers loading the model included); labels identical {same}"
-                + (f" ({args.note})" if args.note else ""))]
+                f"workers loading the model included); labels identical {same}", args.note))]
     for path in (one, many):
         shutil.rmtree(path, ignore_errors=True)
-    print("\n".join(rows))
-    if args.rows:
-        record(rows)
+    publish(rows, args.rows)
     return 0
 
 

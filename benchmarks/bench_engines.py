@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
-from _harness import VNC_DIR, record, row  # noqa: E402
+from _harness import VNC_DIR, noted, publish, row  # noqa: E402
 
 SLICES = (10, 14)
 
@@ -101,10 +101,8 @@ def main(argv=None) -> int:
                      f"{100 * same:.3f} % as torch float32)")
     rows = [row(f"CPU engines: U-Net {args.arch}, random init, 4 VNC slices 1024 x 1024, batch 1, one after the "
                 "other in one run (keep an engine at >= 1.5x and >= 99.9 % identical labels)",
-                "; ".join(parts) + (f" ({args.note})" if args.note else ""))]
-    print("\n".join(rows))
-    if args.rows:
-        record(rows)
+                noted("; ".join(parts), args.note))]
+    publish(rows, args.rows)
     return 0
 
 

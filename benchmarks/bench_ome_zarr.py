@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
-from _harness import WORK_DIR, record, row  # noqa: E402
+from _harness import WORK_DIR, noted, publish, row  # noqa: E402
 
 
 def _size_mib(path: Path) -> float:
@@ -55,15 +55,12 @@ def main(argv=None) -> int:
     ome_s = time.perf_counter() - t0
     levels = len(pyramid_factors(labels.shape, (8.0, 8.0, 8.0)))
     rows = [row(f"OME-Zarr label image vs plain zarr, {args.side}^3 uint8 labels (blobs), chunks 16 x 512 x 512, "
-                "one after the other", f"plain zarr array {plain_s:.1f} s ({_size_mib(plain):.1f} MiB on disk); "
+                "one after the other", noted(f"plain zarr array {plain_s:.1f} s ({_size_mib(plain):.1f} MiB on disk); "
                 f"OME-Zarr label image (level 0 + {levels - 1} smaller levels + NGFF 0.5 metadata, written to a "
-                f"temporary folder and renamed) {ome_s:.1f} s ({_size_mib(ome):.1f} MiB): {ome_s / plain_s:.2f}x"
-                + (f" ({args.note})" if args.note else ""))]
+                f"temporary folder and renamed) {ome_s:.1f} s ({_size_mib(ome):.1f} MiB): {ome_s / plain_s:.2f}x", args.note))]
     shutil.rmtree(plain, ignore_errors=True)
     shutil.rmtree(ome, ignore_errors=True)
-    print("\n".join(rows))
-    if args.rows:
-        record(rows)
+    publish(rows, args.rows)
     return 0
 
 

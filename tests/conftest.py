@@ -126,3 +126,17 @@ def small_disk(tmp_path):
     yield make
     for folder in mounted:
         subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def unet_file(tmp_path_factory):
+    """A small random-init model bundle (U-Net ResNet18, one structure "mito") saved once."""
+    import torch
+
+    from napari_cem.model import ModelBundle, build_unet, save_bundle
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("unet") / "mito.pt"
+    save_bundle(ModelBundle(model=build_unet(1, "resnet18"), classes=["background", "mito"], norms=(0.55, 0.2),
+                            crop_size=64, training={"iterations": 3}), path)
+    return path

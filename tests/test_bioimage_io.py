@@ -8,27 +8,17 @@ import zipfile
 
 import numpy as np
 import pytest
-import torch
 
 from napari_cem.cli import main
-from napari_cem.model import ModelBundle, build_unet, load_bundle, save_bundle
+from napari_cem.model import load_bundle
 
 pytest.importorskip("bioimageio.core")
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "mito.pt"
-    save_bundle(ModelBundle(model=build_unet(1, "resnet18"), classes=["background", "mito"], norms=(0.55, 0.2),
-                            crop_size=64, training={"iterations": 3}), path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def package(model_file, tmp_path_factory):
+def package(unet_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("pkg") / "mito.zip"
-    assert main(["export-model", str(model_file), "-o", str(out), "--author", "A. Tester", "--no-test"]) == 0
+    assert main(["export-model", str(unet_file), "-o", str(out), "--author", "A. Tester", "--no-test"]) == 0
     return out
 
 
@@ -43,18 +33,18 @@ def test_export_is_valid_and_passes_bioimageio_core(package, capsys):
     assert "CEM500K" in zipfile.ZipFile(package).read("README.md").decode()
 
 
-def test_the_command_ran_bioimageio_core_test(model_file, tmp_path, capsys):
+def test_the_command_ran_bioimageio_core_test(unet_file, tmp_path, capsys):
     out = tmp_path / "again.zip"
-    assert main(["export-model", str(model_file), "-o", str(out)]) == 0
+    assert main(["export-model", str(unet_file), "-o", str(out)]) == 0
     assert "bioimageio.core test: passed" in capsys.readouterr().out
 
 
-def test_segment_runs_our_package_like_the_bundle(model_file, package):
+def test_segment_runs_our_package_like_the_bundle(unet_file, package):
     from napari_cem.infer import segment
     from napari_cem.synthetic import make_em_volume
 
     volume = make_em_volume((2, 64, 64), isotropic=True, seed=1).image
-    a = segment(volume, load_bundle(model_file), device="cpu", precision="float32", keep_probabilities=True)
+    a = segment(volume, load_bundle(unet_file), device="cpu", precision="float32", keep_probabilities=True)
     b = segment(volume, load_bundle(package), device="cpu", precision="float32", keep_probabilities=True)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.probabilities, b.probabilities)
@@ -76,7 +66,7 @@ def test_another_tools_package_is_refused_with_the_reason(tmp_path, capsys):
         load_bundle(broken)
 
 
-def test_segment_widget_exports_the_active_model(model_file, tmp_path, make_napari_viewer, qtbot):
+def test_segment_widget_exports_the_active_model(unet_file, tmp_path, make_napari_viewer, qtbot):
     from napari_cem._widgets._state import state_for
     from napari_cem._widgets.segment import SegmentWidget
     from napari_cem.synthetic import make_em_volume
@@ -86,7 +76,7 @@ def test_segment_widget_exports_the_active_model(model_file, tmp_path, make_napa
     widget = SegmentWidget(viewer)
     widget.package_file.value = tmp_path / "exported.zip"
     assert widget.export_model() is None  # no model yet: a message, no job
-    state_for(viewer).set_active_model(load_bundle(model_file))  # in memory: no file of its own
+    state_for(viewer).set_active_model(load_bundle(unet_file))  # in memory: no file of its own
     widget.package_file.value = tmp_path / "exported.zip"
     assert widget.export_model() is not None
     qtbot.waitUntil(lambda: widget._worker is None, timeout=300_000)

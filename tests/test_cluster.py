@@ -8,21 +8,11 @@ import signal
 
 import numpy as np
 import pytest
-import torch
 import zarr
 
 from napari_cem.cluster import segment_on_cluster, start_local_cluster
 from napari_cem.infer import segment
-from napari_cem.model import ModelBundle, build_unet, load_bundle, save_bundle
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "mito.pt"
-    save_bundle(ModelBundle(model=build_unet(1, "resnet18"), classes=["background", "mito"],
-                            norms=(0.5, 0.2), crop_size=64), path)
-    return path
+from napari_cem.model import load_bundle
 
 
 @pytest.fixture(scope="module")
@@ -41,15 +31,15 @@ def client():
 
 
 @pytest.fixture(scope="module")
-def one_process(model_file, volume, tmp_path_factory):
+def one_process(unet_file, volume, tmp_path_factory):
     out = tmp_path_factory.mktemp("one") / "seg.zarr"
-    result = segment(volume, load_bundle(model_file), out=out, slab=1, device="cpu",
+    result = segment(volume, load_bundle(unet_file), out=out, slab=1, device="cpu",
                      keep_probabilities=True)
     return np.asarray(result.labels), np.asarray(result.probabilities)
 
 
-def test_two_workers_give_the_one_process_labels(model_file, volume, client, one_process, tmp_path):
-    result = segment_on_cluster(volume, model_file, tmp_path / "seg.zarr", client, slab=1, device="cpu",
+def test_two_workers_give_the_one_process_labels(unet_file, volume, client, one_process, tmp_path):
+    result = segment_on_cluster(volume, unet_file, tmp_path / "seg.zarr", client, slab=1, device="cpu",
                                 keep_probabilities=True)
     labels, probs = one_process
     np.testing.assert_array_equal(np.asarray(result.labels), labels)
@@ -58,7 +48,7 @@ def test_two_workers_give_the_one_process_labels(model_file, volume, client, one
     assert sorted(zarr.open_group(str(tmp_path / "seg.zarr")).attrs["napari_cem"]["done"]["xy"]) == list(range(8))
 
 
-def test_a_worker_killed_mid_run_changes_nothing(model_file, volume, client, one_process, tmp_path):
+def test_a_worker_killed_mid_run_changes_nothing(unet_file, volume, client, one_process, tmp_path):
     pids = list(client.run(os.getpid).values())
     killed = []
 
@@ -67,20 +57,20 @@ def test_a_worker_killed_mid_run_changes_nothing(model_file, volume, client, one
             os.kill(pids[0], signal.SIGKILL)
             killed.append(pids[0])
 
-    result = segment_on_cluster(volume, model_file, tmp_path / "seg.zarr", client, slab=1, device="cpu",
+    result = segment_on_cluster(volume, unet_file, tmp_path / "seg.zarr", client, slab=1, device="cpu",
                                 keep_probabilities=True, progress=progress)
     assert killed
     np.testing.assert_array_equal(np.asarray(result.labels), one_process[0])
     client.wait_for_workers(2, timeout=120)  # the nanny restarted it
 
 
-def test_a_finished_store_is_resumed_not_redone(model_file, volume, client, one_process, tmp_path):
+def test_a_finished_store_is_resumed_not_redone(unet_file, volume, client, one_process, tmp_path):
     out = tmp_path / "seg.zarr"
-    segment(volume[:4], load_bundle(model_file), out=out, slab=1, device="cpu")  # another volume
+    segment(volume[:4], load_bundle(unet_file), out=out, slab=1, device="cpu")  # another volume
     with pytest.raises(ValueError, match="another model, volume"):
-        segment_on_cluster(volume, model_file, out, client, slab=1, device="cpu")
+        segment_on_cluster(volume, unet_file, out, client, slab=1, device="cpu")
     out2 = tmp_path / "seg2.zarr"
-    segment_on_cluster(volume, model_file, out2, client, slab=1, device="cpu")
+    segment_on_cluster(volume, unet_file, out2, client, slab=1, device="cpu")
     seen = []
 
     def no_work(*_args, **_kwargs):
@@ -88,13 +78,13 @@ def test_a_finished_store_is_resumed_not_redone(model_file, volume, client, one_
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(client, "submit", no_work)
-        again = segment_on_cluster(volume, model_file, out2, client, slab=1, device="cpu",
+        again = segment_on_cluster(volume, unet_file, out2, client, slab=1, device="cpu",
                                    progress=lambda d, t, s: seen.append(d))
     assert seen == list(range(1, 9))  # every slab already done: counted, not predicted
     np.testing.assert_array_equal(np.asarray(again.labels), one_process[0])
 
 
-def test_segment_command_with_workers_writes_the_same_labels(model_file, volume, one_process, tmp_path, capsys):
+def test_segment_command_with_workers_writes_the_same_labels(unet_file, volume, one_process, tmp_path, capsys):
     import tifffile
 
     from napari_cem.cli import main
@@ -102,13 +92,13 @@ def test_segment_command_with_workers_writes_the_same_labels(model_file, volume,
     tif = tmp_path / "cells.tif"
     tifffile.imwrite(tif, volume, photometric="minisblack")
     out = tmp_path / "seg.zarr"
-    assert main(["segment", str(model_file), str(tif), "-o", str(out), "--zarr", "--workers", "2",
+    assert main(["segment", str(unet_file), str(tif), "-o", str(out), "--zarr", "--workers", "2",
                  "--device", "cpu"]) == 0
     assert "2 dask workers" in capsys.readouterr().out
     labels = np.asarray(zarr.open_group(str(out))["labels"])
-    one = segment(volume, load_bundle(model_file), device="cpu")  # default slabs: the same labels
+    one = segment(volume, load_bundle(unet_file), device="cpu")  # default slabs: the same labels
     np.testing.assert_array_equal(labels, np.asarray(one.labels))
-    assert main(["segment", str(model_file), str(tif), "-o", str(tmp_path / "x.tif"), "--workers", "2"]) == 2
+    assert main(["segment", str(unet_file), str(tif), "-o", str(tmp_path / "x.tif"), "--workers", "2"]) == 2
     assert "add --zarr" in capsys.readouterr().err
 
 
@@ -141,7 +131,7 @@ def test_instances_command_with_workers(tmp_path, capsys):
     assert "write OUT.zarr" in capsys.readouterr().err
 
 
-def test_one_worker_per_device(model_file, volume, one_process, tmp_path, capsys):
+def test_one_worker_per_device(unet_file, volume, one_process, tmp_path, capsys):
     import tifffile
 
     from napari_cem.cli import main
@@ -154,9 +144,9 @@ def test_one_worker_per_device(model_file, volume, one_process, tmp_path, capsys
     tif = tmp_path / "cells.tif"
     tifffile.imwrite(tif, volume, photometric="minisblack")
     out = tmp_path / "seg.zarr"
-    assert main(["segment", str(model_file), str(tif), "-o", str(out), "--zarr", "--devices", "cpu,cpu"]) == 0
+    assert main(["segment", str(unet_file), str(tif), "-o", str(out), "--zarr", "--devices", "cpu,cpu"]) == 0
     assert "2 dask workers" in capsys.readouterr().out
-    one = segment(volume, load_bundle(model_file), device="cpu")
+    one = segment(volume, load_bundle(unet_file), device="cpu")
     np.testing.assert_array_equal(np.asarray(zarr.open_group(str(out))["labels"]), np.asarray(one.labels))
-    assert main(["segment", str(model_file), str(tif), "-o", str(out), "--zarr", "--devices", "cuda:0,cuda:0"]) == 2
+    assert main(["segment", str(unet_file), str(tif), "-o", str(out), "--zarr", "--devices", "cuda:0,cuda:0"]) == 2
     assert "listed twice" in capsys.readouterr().err

@@ -7,11 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tifffile
-import torch
 import zarr
 
 from napari_cem.cli import main
-from napari_cem.model import ModelBundle, build_unet, save_bundle
 from napari_cem.ome_labels import pyramid_factors, read_ome_labels, write_ome_labels
 
 
@@ -53,15 +51,6 @@ def test_written_label_image_is_read_by_ome_zarr_py(tmp_path):
     assert ome["multiscales"][0]["datasets"][1]["coordinateTransformations"][0]["scale"] == [16.0, 16.0, 16.0]
 
 
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "mito.pt"
-    save_bundle(ModelBundle(model=build_unet(1), classes=["background", "mito"], norms=(0.5, 0.2),
-                            crop_size=64), path)
-    return path
-
-
 def _ome_image(tmp_path, volume):
     from ome_zarr.format import FormatV05
     from ome_zarr.io import parse_url
@@ -77,7 +66,7 @@ def _ome_image(tmp_path, volume):
     return path
 
 
-def test_segment_into_the_labels_of_an_ome_zarr_image(model_file, tmp_path, capsys):
+def test_segment_into_the_labels_of_an_ome_zarr_image(unet_file, tmp_path, capsys):
     from ome_zarr.io import parse_url
     from ome_zarr.reader import Reader
 
@@ -86,7 +75,7 @@ def test_segment_into_the_labels_of_an_ome_zarr_image(model_file, tmp_path, caps
     vol = make_em_volume((3, 64, 72), isotropic=False, seed=4).image
     image = _ome_image(tmp_path, vol)
     out = image / "labels" / "mito"
-    assert main(["segment", str(model_file), str(image), "-o", str(out), "--ome-zarr"]) == 0
+    assert main(["segment", str(unet_file), str(image), "-o", str(out), "--ome-zarr"]) == 0
     assert "labels 'mito' of the OME-Zarr image" in capsys.readouterr().out
     nodes = list(Reader(parse_url(str(image)))())
     label_nodes = [n for n in nodes if "Label" in [type(s).__name__ for s in n.specs]]
@@ -96,11 +85,11 @@ def test_segment_into_the_labels_of_an_ome_zarr_image(model_file, tmp_path, caps
     _levels, scale, names = read_ome_labels(out)
     assert scale == (40.0, 8.0, 8.0) and names == ["background", "mito"]
     # the same command again: the finished store is reused (resume), the label image stays valid
-    assert main(["segment", str(model_file), str(image), "-o", str(out), "--ome-zarr"]) == 0
+    assert main(["segment", str(unet_file), str(image), "-o", str(out), "--ome-zarr"]) == 0
     assert dict(zarr.open_group(str(image / "labels")).attrs)["ome"]["labels"] == ["mito"]
 
 
-def test_a_standalone_label_image_opens_in_napari_as_labels(model_file, tmp_path, make_napari_viewer):
+def test_a_standalone_label_image_opens_in_napari_as_labels(unet_file, tmp_path, make_napari_viewer):
     from napari.layers import Labels
 
     from napari_cem.synthetic import make_em_volume
@@ -110,7 +99,7 @@ def test_a_standalone_label_image_opens_in_napari_as_labels(model_file, tmp_path
     tifffile.imwrite(tif, vol, imagej=True, resolution=(1 / 8, 1 / 8),
                      metadata={"axes": "ZYX", "unit": "nm", "spacing": 8.0})
     out = tmp_path / "seg.zarr"
-    assert main(["segment", str(model_file), str(tif), "-o", str(out), "--ome-zarr"]) == 0
+    assert main(["segment", str(unet_file), str(tif), "-o", str(out), "--ome-zarr"]) == 0
     viewer = make_napari_viewer()
     layers = viewer.open(str(out), plugin="napari-cem")
     assert len(layers) == 1 and isinstance(layers[0], Labels)
