@@ -1,6 +1,6 @@
 """A fine-tuned model as a BioImage Model Zoo package (bioimage.io, model spec 0.5), so
 that deepImageJ, ilastik, the BioImage.IO tools and anyone with ``bioimageio.core`` can
-run it; and such a package of ours read back as a model bundle (``segment model.zip``).
+run it (``napari_cem.model.load_bundle`` reads such a package of ours back).
 
 The package holds TorchScript and PyTorch state-dict weights (an smp U-Net), the input
 as uint8 EM slices with our normalisation written as one fixed ``scale_linear`` step
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["TEST_SIDE", "bundle_from_package", "export_bioimageio"]
+__all__ = ["TEST_SIDE", "export_bioimageio"]
 
 TEST_SIDE = 256  # px of the test slice
 _CEM500K = ("Conrad R, Narayan K (2021). CEM500K, a large-scale heterogeneous unlabeled cellular "
@@ -178,46 +178,3 @@ def export_bioimageio(bundle_path, out, *, authors=None, license: str = "CC-BY-4
         save_bioimageio_package(descr, output_path=out)
     return out
 
-
-def bundle_from_package(path, device="cpu"):
-    """The model bundle inside a bioimage.io package written by :func:`export_bioimageio`;
-    a package from another tool is refused with the reason."""
-    import io
-    import zipfile
-
-    import torch
-    import yaml
-
-    from .model import ARCHS, ModelBundle, build_unet, n_outputs_for
-
-    path = Path(path)
-    try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise ValueError(f"{path.name} is not a zip file (a bioimage.io package is one).") from None
-    with archive:
-        names = set(archive.namelist())
-        rdf = next((n for n in ("rdf.yaml", "bioimageio.yaml") if n in names), None)
-        if rdf is None:
-            raise ValueError(f"{path.name} is not a bioimage.io package (no rdf.yaml inside).")
-        description = yaml.safe_load(archive.read(rdf)) or {}
-        ours = (description.get("config") or {}).get("napari_cem")
-        if not isinstance(ours, dict) or ours.get("arch") not in ARCHS:
-            what = description.get("name", path.name)
-            raise ValueError(f"{path.name} ('{what}') is a bioimage.io package that napari-cem did not write: "
-                             "napari-cem runs its own U-Nets only; run this one with bioimageio.core, "
-                             "deepImageJ or ilastik.")
-        weights = ours.get("weights", "weights.pt")
-        if weights not in names:
-            raise ValueError(f"{path.name} lacks its weights file {weights}; the package is damaged.")
-        state = torch.load(io.BytesIO(archive.read(weights)), map_location="cpu", weights_only=True)
-    classes = list(ours["classes"])
-    model = build_unet(n_outputs_for(len(classes)), ours["arch"])
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{path.name}: the weights do not fit the U-Net ({str(exc).splitlines()[0]}).") from None
-    model.eval().to(device)
-    return ModelBundle(model=model, classes=classes, norms=tuple(ours["norms"]),
-                       crop_size=int(ours.get("crop_size", 512)), encoder=dict(ours.get("encoder") or {}),
-                       training=dict(ours.get("training") or {}))

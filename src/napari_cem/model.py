@@ -185,9 +185,7 @@ def load_bundle(path: str | os.PathLike, device="cpu") -> ModelBundle:
     if not path.is_file():
         raise ValueError(f"Model file not found: {path}")
     if path.suffix.lower() == ".zip":  # a bioimage.io package (of ours)
-        from .bioimage_io import bundle_from_package
-
-        return bundle_from_package(path, device)
+        return _bundle_from_package(path, device)
     payload = load_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != BUNDLE_FORMAT:
         raise ValueError(f"{path.name} is not a napari-cem model file (a fine-tuned model bundle "
@@ -212,6 +210,49 @@ def load_bundle(path: str | os.PathLike, device="cpu") -> ModelBundle:
     return ModelBundle(model=model, classes=classes, norms=tuple(payload["norms"]),
                        crop_size=int(payload.get("crop_size", 512)),
                        encoder=dict(payload.get("encoder", {})), training=dict(payload.get("training", {})))
+
+
+def _bundle_from_package(path, device="cpu") -> ModelBundle:
+    """The model bundle inside a bioimage.io package written by napari-cem (``export-model``:
+    the bundle's record is its ``config.napari_cem``, the state dict its ``weights.pt``); a
+    package from another tool is refused with the reason."""
+    import io
+    import zipfile
+
+    import torch
+    import yaml
+
+    path = Path(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise ValueError(f"{path.name} is not a zip file (a bioimage.io package is one).") from None
+    with archive:
+        names = set(archive.namelist())
+        rdf = next((n for n in ("rdf.yaml", "bioimageio.yaml") if n in names), None)
+        if rdf is None:
+            raise ValueError(f"{path.name} is not a bioimage.io package (no rdf.yaml inside).")
+        description = yaml.safe_load(archive.read(rdf)) or {}
+        ours = (description.get("config") or {}).get("napari_cem")
+        if not isinstance(ours, dict) or ours.get("arch") not in ARCHS:
+            what = description.get("name", path.name)
+            raise ValueError(f"{path.name} ('{what}') is a bioimage.io package that napari-cem did not write: "
+                             "napari-cem runs its own U-Nets only; run this one with bioimageio.core, "
+                             "deepImageJ or ilastik.")
+        weights = ours.get("weights", "weights.pt")
+        if weights not in names:
+            raise ValueError(f"{path.name} lacks its weights file {weights}; the package is damaged.")
+        state = torch.load(io.BytesIO(archive.read(weights)), map_location="cpu", weights_only=True)
+    classes = list(ours["classes"])
+    model = build_unet(n_outputs_for(len(classes)), ours["arch"])
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ValueError(f"{path.name}: the weights do not fit the U-Net ({str(exc).splitlines()[0]}).") from None
+    model.eval().to(device)
+    return ModelBundle(model=model, classes=classes, norms=tuple(ours["norms"]),
+                       crop_size=int(ours.get("crop_size", 512)), encoder=dict(ours.get("encoder") or {}),
+                       training=dict(ours.get("training") or {}))
 
 
 # -- forward helpers ---------------------------------------------------------------------------
