@@ -115,7 +115,7 @@ def segment_on_cluster(volume, bundle_path, out, client, *, mode: str = "stack",
                        tile: int = 1024, overlap: int = 64, batch_size: int | None = None, device="auto",
                        keep_probabilities: bool = False, keep_uncertainty: bool = False, voxel_size=None,
                        precision: str = "auto", slab: int | None = None, tta: str = "none",
-                       progress=None):
+                       engine: str = "auto", progress=None):
     """:func:`napari_cem.infer.segment` with a zarr *out*, the slabs predicted by the workers of
     *client* (a ``distributed.Client``); returns the same Segmentation."""
     from distributed import as_completed
@@ -129,7 +129,7 @@ def segment_on_cluster(volume, bundle_path, out, client, *, mode: str = "stack",
     plan = _plan(volume, load_bundle(bundle_path), mode=mode, threshold=threshold, tile=tile, overlap=overlap,
                  batch_size=batch_size, device=device, out=out, keep_probabilities=keep_probabilities,
                  keep_uncertainty=keep_uncertainty, voxel_size=voxel_size, isotropy_tolerance=0.2,
-                 precision=precision, slab=slab, tta=tta)
+                 precision=precision, slab=slab, tta=tta, engine=engine)
     store, opts = plan.store, block_options(plan)
     count = _Count(plan.total, progress)
     todo = []
@@ -148,8 +148,9 @@ def segment_on_cluster(volume, bundle_path, out, client, *, mode: str = "stack",
         store.mark_done(plane, b)
         count.add(stop - start, plan.stage(plane))
     pr = plan.predictor
+    engine, settled = ("openvino", "auto") if pr.precision == "openvino" else ("torch", pr.precision)
     options = {"device": device, "tile": pr.tile, "overlap": pr.overlap, "batch_size": batch_size,
-               "precision": pr.precision, "tta": pr.tta}
+               "precision": settled, "tta": pr.tta, "engine": engine}
     shared = client.scatter(payload, broadcast=True, hash=False)
     limit = max(1, _IN_FLIGHT_PER_WORKER * max(1, len(client.scheduler_info()["workers"])))
     pending, queue = {}, list(todo)

@@ -177,7 +177,7 @@ class _Predictor:
     """Runs the network on batches of uint8 slices; returns float probabilities on the device."""
 
     def __init__(self, bundle, device="auto", tile=1024, overlap=64, batch_size=None,
-                 precision="auto", tta="none"):
+                 precision="auto", tta="none", engine="auto"):
         import torch
 
         from .device import autocast_policy, describe_device, select_device
@@ -214,6 +214,13 @@ class _Predictor:
             p.requires_grad_(False)
         self.model = model
         self._windows: dict = {}
+        from .engines import OpenVinoNetwork, resolve_engine
+
+        self.engine = resolve_engine(engine, self.device, precision)
+        self._network = None
+        if self.engine == "openvino":  # its own reduced precision; checked against float32 as bf16 is
+            self._network = OpenVinoNetwork(model, _model_fingerprint(module))
+            self.precision = "openvino"
 
     def _auto_batch(self, info) -> int:
         if self.device.type != "cuda" or not info.memory_gib:
@@ -228,10 +235,13 @@ class _Predictor:
 
         from .device import Precision
 
-        if self.device.type in ("cuda", "cpu"):
-            x = x.contiguous(memory_format=torch.channels_last)
-        with Precision(precision).autocast(self.device.type):
-            logits = self.model(x)
+        if precision == "openvino":
+            logits = torch.from_numpy(self._network(x.numpy()))
+        else:
+            if self.device.type in ("cuda", "cpu"):
+                x = x.contiguous(memory_format=torch.channels_last)
+            with Precision(precision).autocast(self.device.type):
+                logits = self.model(x)
         logits = logits.float()
         if logits.ndim != 4 or logits.shape[1] != self.n_out:
             got = logits.shape[1] if logits.ndim == 4 else f"shape {tuple(logits.shape)}"
@@ -675,6 +685,7 @@ def segment(
     slab: int | None = None,
     tta: str = "none",
     z_smooth: bool = False,
+    engine: str = "auto",
     progress: Callable[[int, int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Segmentation:
@@ -696,6 +707,7 @@ def segment(
     "fp16" (kept even if the check disagrees, with a warning).
     tta: test-time augmentation, "none", "flips" (4 passes) or "d4" (8: quarter turns and
     flips), the probabilities averaged (:mod:`napari_cem.tta`).
+    engine: "auto" (torch), "torch" or "openvino" (CPU; :mod:`napari_cem.engines`).
     z_smooth: stack mode, in memory: threshold each slice's confidences averaged with its
     two neighbours' (:mod:`napari_cem.smoothing`), for flicker between anisotropic sections.
     progress(done, total, stage) is called after every batch; should_stop() is polled and
@@ -707,7 +719,7 @@ def segment(
                  keep_probabilities=keep_probabilities, keep_uncertainty=keep_uncertainty,
                  voxel_size=voxel_size,
                  isotropy_tolerance=isotropy_tolerance, precision=precision, slab=slab, tta=tta,
-                 z_smooth=z_smooth)
+                 z_smooth=z_smooth, engine=engine)
     count = _Count(plan.total, progress)
     count.add(0, plan.stage(plan.planes[0]))  # the total is known before the first slice
     with stoppable(plan.predictor.model, should_stop):
@@ -788,6 +800,7 @@ class _Plan:
             "float32_agreement": pr.agreement,
             "float32_agreement_confident": pr.confident_agreement, "tile": pr.tile,
             "overlap": pr.overlap, "batch_size": pr.batch_size, "tta": pr.tta, "z_smooth": self.z_smooth,
+            "engine": pr.engine,
             "seconds": round(seconds, 3),
             "voxel_size": None if self.voxel_size is None else [float(v) for v in self.voxel_size],
             "warnings": self.notes,
@@ -812,7 +825,7 @@ def _orthoplane_notes(was_2d: bool, shape, voxel_size, tolerance) -> list[str]:
 
 def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device, out,
           keep_probabilities, voxel_size, isotropy_tolerance, precision, slab,
-          keep_uncertainty=False, tta="none", z_smooth=False) -> _Plan:
+          keep_uncertainty=False, tta="none", z_smooth=False, engine="auto") -> _Plan:
     """Check the settings, build the predictor, choose the slabs and the output store."""
     if mode not in MODES:
         raise ValueError(f"Unknown mode {mode!r}; choose 'stack' or 'orthoplane'.")
@@ -834,7 +847,7 @@ def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device,
             warnings.warn(note, UserWarning, stacklevel=3)
 
     predictor = _Predictor(bundle, device=device, tile=tile, overlap=overlap,
-                           batch_size=batch_size, precision=precision, tta=tta)
+                           batch_size=batch_size, precision=precision, tta=tta, engine=engine)
     n_out, classes = predictor.n_out, predictor.classes
     dtype = labels_dtype(len(classes))
     planes = ("xy",) if mode == "stack" else ("xy", "xz", "yz")
@@ -847,6 +860,7 @@ def _plan(volume, bundle, *, mode, threshold, tile, overlap, batch_size, device,
                                          (keep_probabilities, keep_uncertainty) if keep_uncertainty else keep_probabilities,
                                          chunks, _model_fingerprint(predictor.model))
                                         + ((predictor.tta,) if predictor.tta != "none" else ())
+                                        + ((predictor.engine,) if predictor.engine != "torch" else ())
                                         ).encode()).hexdigest()[:20]
         store = _ZarrStore(out, shape, n_out, dtype, mode, keep_probabilities, fingerprint, chunks, classes,
                            keep_uncertainty)
