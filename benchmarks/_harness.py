@@ -114,3 +114,21 @@ def publish(rows: list[str], write: bool) -> None:
     print("\n".join(rows))
     if write:
         record(rows)
+
+
+def bench_parser(doc: str):
+    """An argument parser with the options every benchmark takes: --rows, --note."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rows", action="store_true", help="append the rows to RESULTS.md")
+    p.add_argument("--note", default="", help="free text for the rows (machine load, data caveats)")
+    return p
+
+
+def vnc_missing() -> bool:
+    """True (and says so) when the VNC data a benchmark needs are not there."""
+    if (VNC_DIR / "stack1_image.tif").is_file():
+        return False
+    print(f"skipped: the VNC data are not in {VNC_DIR}")
+    return True

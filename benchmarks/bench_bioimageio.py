@@ -8,7 +8,6 @@ random-init U-Net (the times do not depend on the weights).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from _harness import noted, publish, row  # noqa: E402
+from _harness import bench_parser, noted, publish, row  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -28,10 +27,8 @@ def main(argv=None) -> int:
     from napari_cem.bioimage_io import export_bioimageio
     from napari_cem.model import ModelBundle, build_unet, save_bundle
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--arch", default="resnet50")
-    p.add_argument("--rows", action="store_true")
-    p.add_argument("--note", default="")
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)

@@ -9,7 +9,6 @@ slices per second, and whether the labels are identical.
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -19,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
-from _harness import VNC_DIR, WORK_DIR, noted, publish, row  # noqa: E402
+from _harness import VNC_DIR, WORK_DIR, bench_parser, noted, publish, row, vnc_missing  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -30,14 +29,11 @@ def main(argv=None) -> int:
     from napari_cem.infer import segment
     from napari_cem.model import ModelBundle, build_unet, load_bundle, save_bundle
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--arch", default="resnet50")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--rows", action="store_true")
-    p.add_argument("--note", default="")
     args = p.parse_args(argv)
-    if not (VNC_DIR / "stack1_image.tif").is_file():
-        print(f"skipped: the VNC data are not in {VNC_DIR}")
+    if vnc_missing():
         return 0
     volume = tifffile.imread(VNC_DIR / "stack1_image.tif")
     WORK_DIR.mkdir(exist_ok=True)

@@ -13,7 +13,6 @@ is installed. Needs ``pip install onnx onnxruntime`` (and ``openvino``); not a d
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -24,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
-from _harness import VNC_DIR, noted, publish, row  # noqa: E402
+from _harness import VNC_DIR, bench_parser, noted, publish, row, vnc_missing  # noqa: E402
 
 SLICES = (10, 14)
 
@@ -48,13 +47,10 @@ def main(argv=None) -> int:
     from napari_cem.infer import _Predictor
     from napari_cem.model import ModelBundle, build_unet
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--arch", default="resnet50")
-    p.add_argument("--rows", action="store_true")
-    p.add_argument("--note", default="")
     args = p.parse_args(argv)
-    if not (VNC_DIR / "stack1_image.tif").is_file():
-        print(f"skipped: the VNC data are not in {VNC_DIR}")
+    if vnc_missing():
         return 0
     slices = np.ascontiguousarray(tifffile.imread(VNC_DIR / "stack1_image.tif")[slice(*SLICES)])
     torch.manual_seed(0)

@@ -17,7 +17,6 @@ way) and scores 0-9.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
-from _harness import VNC_DIR, WORK_DIR, row  # noqa: E402
+from _harness import VNC_DIR, WORK_DIR, bench_parser, row, vnc_missing  # noqa: E402
 from bench_finetune import _few_labels, _load_vnc  # noqa: E402
 
 FEW = {"none": "dense slices 0-9", "3slices": "3 painted slices (0, 4, 8)", "5rois": "5 painted 256 px ROIs"}
@@ -110,7 +109,7 @@ def _mean_sd(values) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--few", choices=list(FEW), default="none")
     p.add_argument("--arch", default="resnet50", choices=["auto", "resnet50", "resnet34", "resnet18", "resnet18-slim"])
     p.add_argument("--weights", default="none")
@@ -125,11 +124,8 @@ def main(argv=None) -> int:
     p.add_argument("--reuse", action="store_true", help="score the saved model of a run again")
     p.add_argument("--seg", default=",".join(SEG_LEVERS),
                    help="segmentation levers to score, of " + ", ".join(SEG_LEVERS))
-    p.add_argument("--rows", action="store_true")
-    p.add_argument("--note", default="")
     args = p.parse_args(argv)
-    if not (VNC_DIR / "stack1_image.tif").is_file():
-        print(f"skipped: the VNC data are not in {VNC_DIR}")
+    if vnc_missing():
         return 0
     image, mito = _load_vnc(VNC_DIR)
     if args.split == "reverse":  # the halves swapped: "0-9" below are slices 10-19

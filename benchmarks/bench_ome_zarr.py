@@ -8,7 +8,6 @@ The volume: the 1024^3 uint8 blobs of ``bench_instances.py --case big`` (made if
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -18,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 import numpy as np  # noqa: E402
-from _harness import WORK_DIR, noted, publish, row  # noqa: E402
+from _harness import WORK_DIR, bench_parser, noted, publish, row  # noqa: E402
 
 
 def _size_mib(path: Path) -> float:
@@ -31,10 +30,8 @@ def main(argv=None) -> int:
 
     from napari_cem.ome_labels import pyramid_factors, save_ome_labels
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = bench_parser(__doc__)
     p.add_argument("--side", type=int, default=1024)
-    p.add_argument("--rows", action="store_true")
-    p.add_argument("--note", default="")
     args = p.parse_args(argv)
     WORK_DIR.mkdir(exist_ok=True)
     source = WORK_DIR / f"blobs_{args.side}.zarr"

@@ -196,3 +196,19 @@ def test_stop_lands_inside_a_forward_pass_and_the_hooks_go_away():
     assert float(model(torch.zeros(1))) == 4.0  # no hooks left: a later forward is untouched
     with stoppable(model, None):
         assert float(model(torch.zeros(1))) == 4.0
+
+
+def test_atomic_folder_replaces_a_store_only_once_the_new_one_is_complete(tmp_path):
+    from napari_cem._atomic import atomic_folder
+
+    target = tmp_path / "store.zarr"
+    target.mkdir()
+    (target / "old").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "new").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert (target / "old").read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["store.zarr"]
+    with atomic_folder(target) as tmp:
+        (tmp / "new").write_text("new")
+    assert [p.name for p in target.iterdir()] == ["new"] and [p.name for p in tmp_path.iterdir()] == ["store.zarr"]

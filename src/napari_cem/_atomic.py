@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["atomic_path", "current_umask", "remove_stale_temporaries", "write_bytes_atomic",
-           "write_text_atomic"]
+__all__ = ["atomic_folder", "atomic_path", "current_umask", "remove_stale_temporaries",
+           "write_bytes_atomic", "write_text_atomic"]
 
 #: Temporary files of other targets older than this are leftovers of a killed process.
 STALE_SECONDS = 600.0
@@ -104,3 +104,29 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding=encoding)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike):
+    """Yield a new temporary folder beside *path* (a zarr store being written); on success it
+    takes *path*'s place: what was there is moved aside first and removed only after the
+    rename, so *path* is always the old store or the complete new one. If the body raises,
+    the temporary folder is removed and *path* is untouched."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmpdir", dir=path.parent))
+    try:
+        yield tmp
+        old = None
+        if path.exists() or path.is_symlink():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+            old.rmdir()
+            path.rename(old)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)

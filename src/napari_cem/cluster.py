@@ -120,7 +120,17 @@ def segment_on_cluster(volume, bundle_path, out, client, *, mode: str = "stack",
     *client* (a ``distributed.Client``); returns the same Segmentation."""
     from distributed import as_completed
 
-    from .infer import _average_planes, _Count, _plan, _read, block_options, predict_block, store_block
+    from .infer import (
+        _PLANE_AXIS,
+        _average_planes,
+        _Count,
+        _plan,
+        _read,
+        block_options,
+        plane_blocks,
+        predict_block,
+        store_block,
+    )
     from .model import load_bundle
 
     t0 = time.perf_counter()
@@ -134,16 +144,14 @@ def segment_on_cluster(volume, bundle_path, out, client, *, mode: str = "stack",
     count = _Count(plan.total, progress)
     todo = []
     for plane in plan.planes:
-        axis, step = _axis(plane), plan.slabs[plane]
-        for b, start in enumerate(range(0, plan.shape[axis], step)):
-            stop = min(start + step, plan.shape[axis])
+        for b, start, stop in plane_blocks(plan, plane):
             if store.is_done(plane, b):
                 count.add(stop - start, plan.stage(plane))
             else:
                 todo.append((plane, b, start, stop))
     if todo:  # the first slab here: it settles the precision every worker then uses
         plane, b, start, stop = todo.pop(0)
-        outputs = predict_block(plan.predictor, _read(plan.vol, _axis(plane), start, stop), **opts)
+        outputs = predict_block(plan.predictor, _read(plan.vol, _PLANE_AXIS[plane], start, stop), **opts)
         store_block(plan, plane, start, stop, *outputs)
         store.mark_done(plane, b)
         count.add(stop - start, plan.stage(plane))
@@ -158,7 +166,7 @@ def segment_on_cluster(volume, bundle_path, out, client, *, mode: str = "stack",
 
     def submit_next():
         plane, b, start, stop = queue.pop(0)
-        block = np.ascontiguousarray(_read(plan.vol, _axis(plane), start, stop))
+        block = np.ascontiguousarray(_read(plan.vol, _PLANE_AXIS[plane], start, stop))
         future = client.submit(predict_remote, key, shared, options, opts, block, pure=False)
         pending[future] = (plane, b, start, stop)
         finished.add(future)
@@ -179,8 +187,3 @@ def segment_on_cluster(volume, bundle_path, out, client, *, mode: str = "stack",
     metadata["workers"] = len(client.scheduler_info()["workers"])
     return store.finish(metadata, plan.was_2d)
 
-
-def _axis(plane: str) -> int:
-    from .infer import _PLANE_AXIS
-
-    return _PLANE_AXIS[plane]

@@ -891,12 +891,17 @@ def _slab_thickness(vol, shape, axis, n_out, slab, chunks) -> int:
     return int(np.clip((256 << 20) // max(plane_px * (n_out + 1) * 2, 1), 1, shape[axis]))
 
 
+def plane_blocks(plan: _Plan, plane: str):
+    """(block index, first slice, end slice) of each slab of one plane direction."""
+    step, size = plan.slabs[plane], plan.shape[_PLANE_AXIS[plane]]
+    for b, start in enumerate(range(0, size, step)):
+        yield b, start, min(start + step, size)
+
+
 def _predict_plane(plan: _Plan, plane: str, count: _Count, should_stop) -> None:
     """Predict every slice of one plane direction, slab by slab (finished slabs skipped)."""
-    axis, step, store = _PLANE_AXIS[plane], plan.slabs[plane], plan.store
-    size = plan.shape[axis]
-    for b, start in enumerate(range(0, size, step)):
-        stop = min(start + step, size)
+    axis, store = _PLANE_AXIS[plane], plan.store
+    for b, start, stop in plane_blocks(plan, plane):
         if store.is_done(plane, b):
             count.add(stop - start, plan.stage(plane))
             continue

@@ -14,8 +14,6 @@ when finished: a cancelled or failed run leaves nothing half-written.
 
 from __future__ import annotations
 
-import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -164,11 +162,12 @@ def find_instances_in_slabs(semantic, out, *, value: int | None = None, kind: st
 
     # pass 2: the same labelling, written with the final ids, into a store renamed at the end
     target = Path(out)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     lut = lut.astype(dtype)
-    try:
-        import zarr
+    import zarr
 
+    from ._atomic import atomic_folder
+
+    with atomic_folder(target) as tmp:
         group = zarr.open_group(str(tmp), mode="w")
         chunks = (min(step, 64) if mode == "3d" else 1, *(min(s, 512) for s in shape[1:]))
         labels = group.create_array("labels", shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
@@ -187,12 +186,6 @@ def find_instances_in_slabs(semantic, out, *, value: int | None = None, kind: st
                 progress(len(slabs) + i + 1, total_steps, "writing objects")
         group.attrs["napari_cem"] = {"format": INSTANCES_FORMAT, "count": count,
                                      "classes": list(class_names or []), "info": info}
-        if target.exists():
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        tmp.rename(target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return open_instances(target)
 
 

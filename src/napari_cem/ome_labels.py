@@ -197,22 +197,19 @@ def save_ome_labels(path, labels, *, voxel_size=None, class_names=(), chunks=Non
     """Labels held in memory (or a dask / zarr array) written as a new OME-Zarr label image at
     *path*, atomically: built in a temporary folder beside it, then renamed into place (an
     existing label image there is replaced only once the new one is complete)."""
-    import shutil
-    import tempfile
-
     import zarr
+
+    from ._atomic import atomic_folder
 
     path = Path(path)
     if path.suffix.lower() != ".zarr":
         path = path.with_name(path.name + ".zarr")
-    path.parent.mkdir(parents=True, exist_ok=True)
     ndim = len(labels.shape)
     if ndim not in (2, 3):
         raise ValueError(f"An OME-Zarr label image is 2D or 3D; these labels have {ndim} axes.")
     chunks = chunks or ((min(16, labels.shape[0]),) if ndim == 3 else ()) + tuple(
         min(512, n) for n in labels.shape[-2:])
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_folder(path) as tmp:
         group = zarr.open_group(str(tmp), mode="w")
         dtype = np.dtype(labels.dtype) if np.dtype(labels.dtype).kind in "ui" else np.dtype(np.uint32)
         arr = group.create_array("labels", shape=labels.shape, chunks=chunks, dtype=dtype, fill_value=0,
@@ -222,15 +219,4 @@ def save_ome_labels(path, labels, *, voxel_size=None, class_names=(), chunks=Non
             arr[z0:z0 + step] = np.asarray(labels[z0:z0 + step]).astype(dtype, copy=False)
         write_ome_labels(tmp, voxel_size=voxel_size, class_names=class_names, name=path.stem,
                          data=labels if isinstance(labels, np.ndarray) else None)
-        old = None
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-        tmp.rename(path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return path

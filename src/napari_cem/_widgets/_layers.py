@@ -36,18 +36,28 @@ def full_data(layer):
 def has_units(layer) -> bool:
     """A layer's scale means nm only when napari-cem or the user gave it units (not the
     default pixel scale of 1)."""
-    units = [str(u) for u in getattr(layer, "units", ()) or ()]
-    return any(u not in ("pixel", "") for u in units) and not np.allclose(layer.scale, 1)
+    return _scale_has_units(layer.scale, getattr(layer, "units", ()))
+
+
+def _scale_has_units(scale, units) -> bool:
+    units = [str(u) for u in units or ()]
+    return any(u not in ("pixel", "") for u in units) and not np.allclose(scale, 1)
 
 
 def voxel_size(layer) -> tuple[float, ...] | None:
     """(z, y, x) nm from napari-cem's metadata, else the layer's scale when it has units."""
-    meta = layer.metadata.get("napari_cem", {}) if isinstance(layer.metadata, dict) else {}
+    return voxel_size_from(layer.metadata, layer.scale, getattr(layer, "units", ()), layer.ndim)
+
+
+def voxel_size_from(metadata, scale, units, ndim: int) -> tuple[float, ...] | None:
+    """:func:`voxel_size` of a layer given as its parts (a writer gets a layer's attributes,
+    not the layer)."""
+    meta = metadata.get("napari_cem", {}) if isinstance(metadata, dict) else {}
     voxel = meta.get("voxel_size")
-    if voxel is not None and len(voxel) == layer.ndim:
+    if voxel is not None and len(voxel) == ndim:
         return tuple(float(v) for v in voxel)
-    if has_units(layer):
-        return tuple(float(s) for s in layer.scale)
+    if scale is not None and _scale_has_units(scale, units):
+        return tuple(float(s) for s in scale)
     return None
 
 
@@ -96,7 +106,12 @@ def slice_on_screen(viewer, layer) -> ScreenSlice | None:
 def class_names_of(layer) -> list[str]:
     """The class names a layer's napari-cem metadata carries (a segmentation's "classes", a
     sample's "class_names"), else []."""
-    meta = layer.metadata.get("napari_cem", {}) if isinstance(layer.metadata, dict) else {}
+    return class_names_from(layer.metadata)
+
+
+def class_names_from(metadata) -> list[str]:
+    """:func:`class_names_of` given a layer's metadata."""
+    meta = metadata.get("napari_cem", {}) if isinstance(metadata, dict) else {}
     names = meta.get("classes") or meta.get("class_names") or []
     return [str(n) for n in names]
 

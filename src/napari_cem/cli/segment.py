@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .._argtypes import float_in, int_at_least
 from .._outputs import check_writable_file, check_writable_folder
+from ..engines import ENGINES
 from . import CLIError, command, progress_bar, progress_callback
 from ._common import _axis_options, _cluster_options, _read, _save, cli_cluster
 
@@ -55,7 +56,7 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
                    help="unit of --min-size (nm needs the voxel size of the input)")
     p.add_argument("--fill-holes", action="store_true",
                    help="background enclosed by one class becomes that class (per slice / 3D as above)")
-    p.add_argument("--engine", choices=["auto", "torch", "openvino"], default="auto",
+    p.add_argument("--engine", choices=list(ENGINES), default="auto",
                    help="inference engine: auto / torch (default), or openvino on the CPU (3x torch "
                         "bf16 on an AMX CPU; pip install 'napari-cem[cpu-engines]')")
     p.add_argument("--tile", type=int_at_least(32), default=1024,
