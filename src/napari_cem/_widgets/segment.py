@@ -10,7 +10,7 @@ be compared with the result: IoU per class (3D and mean of 2D slices) in a table
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, FileEdit, FloatSpinBox, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, FloatSpinBox, PushButton, SpinBox
 
 from ..device import DEVICE_CHOICES
 from ._common import (
@@ -116,7 +116,6 @@ class SegmentWidget(JobWidget):
             self.keep_probs, self.keep_uncertainty, self.segment_button,
             self.slice_button, self.uncertain_button,
             self.progress, self.ground_truth, self.evaluate_button, self.iou_info,
-            self.package_file, self.export_button,
         ])
         self.slice_plot = SliceScores(self.go_to_slice, tooltip="Mean uncertainty of each xy slice of the "
                                                                 "last segmentation: click a bar to go there.")
@@ -125,6 +124,8 @@ class SegmentWidget(JobWidget):
         layout.insertWidget(layout.indexOf(self.uncertain_button.native) + 1, self.slice_plot)
         self.iou_table = _make_table()
         layout.addWidget(self.iou_table)
+        export = Container(widgets=[self.package_file, self.export_button])  # below the IoU table
+        layout.addWidget(export.native)
         scroll_inside(self)
         self.jobs = JobRunner(self.progress, name="Segmentation", on_running=self._set_running)
 
@@ -486,7 +487,7 @@ def _fill_table(table, evaluation) -> None:
     table.resizeColumnsToContents()
 
 
-def _export_job(bundle, bundle_path, out, image, progress):
+def _export_job(bundle, bundle_path, out, image, progress, should_stop):
     """The package of *bundle* (its file, or a temporary copy), then bioimageio.core's test."""
     import tempfile
     from pathlib import Path
@@ -506,6 +507,8 @@ def _export_job(bundle, bundle_path, out, image, progress):
             save_bundle(bundle, source)
         written = export_bioimageio(source, out, test_image=None if image is None else np.asarray(
             image[image.shape[0] // 2] if image.ndim == 3 else image))
+    if should_stop():  # the package is written; its test (tens of seconds) is skipped
+        return f"bioimage.io package written: {written}; its test was skipped (cancelled)."
     progress(1, 2, "testing the package (bioimageio.core)")
     summary = bioimageio.core.test_model(written)
     progress(2, 2, "testing the package (bioimageio.core)")
