@@ -1,12 +1,13 @@
-"""Issue 19's CPU-engine question, measured before any engine is built into ``segment``: is
-ONNX Runtime (optionally OpenVINO) at least 1.5x faster than our torch path on this CPU,
-with labels identical on >= 99.9 % of the pixels?
+"""Issue 19's CPU-engine question: is ONNX Runtime or OpenVINO at least 1.5x faster than our
+torch path on this CPU, with labels identical on >= 99.9 % of the pixels?
 
 One run, side by side, on 4 VNC stack1 slices (1024 x 1024) with a random-init U-Net (the
 speed does not depend on the weights): our torch predictor in float32 and in its automatic
-precision (bf16 autocast on CPUs with native bf16), and the same network exported to ONNX
-(opset 17, dynamic height / width) run by ONNX Runtime on all cores, and by OpenVINO when it
-is installed. Needs ``pip install onnx onnxruntime`` (and ``openvino``); not a dependency.
+precision (bf16 autocast on CPUs with native bf16); the same network exported to ONNX
+(opset 17, dynamic height / width) run by ONNX Runtime on all cores; and our OpenVINO engine
+(``napari_cem.engines``, as ``segment --engine openvino`` runs it) in its own precision and in
+float32, with the seconds of its first use (conversion into an empty cache, compilation).
+Needs ``pip install onnx onnxruntime openvino``; not dependencies.
 
     PYTHONPATH=src python benchmarks/bench_engines.py --rows
 """
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
     bundle = ModelBundle(model=build_unet(1, args.arch).eval(), classes=["background", "mito"], norms=(0.58, 0.10))
     results = {}
     for precision in ("float32", "auto"):
-        pr = _Predictor(bundle, device="cpu", precision=precision)
+        pr = _Predictor(bundle, device="cpu", precision=precision, engine="torch")
         seconds, probs = _seconds_per_slice(lambda x, pr=pr: pr.predict(x).cpu().numpy(), slices)
         results[f"torch {pr.precision}"] = (seconds, probs)
     reference = results["torch float32"][1]
@@ -81,20 +82,27 @@ def main(argv=None) -> int:
                 lambda x: 1 / (1 + np.exp(-session.run(None, {"x": normalise(x)})[0])), slices)
         except ImportError:
             print("onnxruntime not installed: skipped")
-        try:
-            import openvino as ov
+    try:
+        import openvino as ov
 
-            compiled = ov.Core().compile_model(str(onnx_path), "CPU")
-            results[f"openvino {ov.__version__}"] = _seconds_per_slice(
-                lambda x: 1 / (1 + np.exp(-compiled(normalise(x))[0])), slices)
-        except ImportError:
-            print("openvino not installed: skipped")
+        with tempfile.TemporaryDirectory() as cache:
+            os.environ["NAPARI_CEM_CACHE"] = cache  # the first use converts the model
+            for precision in ("auto", "float32"):
+                t0 = time.perf_counter()
+                pr = _Predictor(bundle, device="cpu", precision=precision, engine="openvino")
+                first = time.perf_counter() - t0
+                seconds, probs = _seconds_per_slice(lambda x, pr=pr: pr.predict(x).cpu().numpy(), slices)
+                results[f"our openvino {ov.__version__.split('-')[0]} engine, {pr.precision} (set-up "
+                        f"{first:.1f} s{', converting into an empty cache' if precision == 'auto' else ''})"] = (seconds, probs)
+    except ImportError:
+        print("openvino not installed: skipped")
     best_torch = min(v[0] for k, v in results.items() if k.startswith("torch"))
+    torch_f32 = results["torch float32"][0]
     parts = []
     for name, (seconds, probs) in results.items():
         same = float(np.mean((probs > 0.5) == (reference > 0.5)))
-        parts.append(f"{name}: {seconds:.2f} s/slice ({best_torch / seconds:.2f}x our best torch; labels "
-                     f"{100 * same:.3f} % as torch float32)")
+        parts.append(f"{name}: {seconds:.2f} s/slice ({best_torch / seconds:.2f}x our best torch, "
+                     f"{torch_f32 / seconds:.2f}x torch float32; labels {100 * same:.3f} % as torch float32)")
     rows = [row(f"CPU engines: U-Net {args.arch}, random init, 4 VNC slices 1024 x 1024, batch 1, one after the "
                 "other in one run (keep an engine at >= 1.5x and >= 99.9 % identical labels)",
                 noted("; ".join(parts), args.note))]

@@ -197,3 +197,11 @@ def test_segment_estimates_the_threshold_from_held_out_paint(volume_file, tmp_pa
     assert main(["segment", str(model), str(volume_file), "-o", str(tmp_path / "none.tif"), "--threshold-from",
                  str(tmp_path / "paint.tif")]) == 2
     assert "No painted slice is held out" in capsys.readouterr().err and not (tmp_path / "none.tif").exists()
+
+
+def test_segment_precision_reaches_the_core(model_file, volume_file, tmp_path):
+    out = tmp_path / "labels.tif"
+    assert main(["segment", str(model_file), str(volume_file), "-o", str(out), "--precision", "float32"]) == 0
+    with tifffile.TiffFile(out) as tif:
+        assert json.loads(tif.imagej_metadata["Info"])["precision"] == "float32"
+    assert main(["segment", str(model_file), str(volume_file), "-o", str(out), "--precision", "half"]) == 2

@@ -203,7 +203,7 @@ def test_progress_and_cancel(iso):
 
 
 def test_reduced_precision_is_checked_against_float32(iso, monkeypatch):
-    res = segment(iso[:2], bundle(Recorder()), precision="bf16")
+    res = segment(iso[:2], bundle(Recorder()), precision="bf16", engine="torch")
     assert res.metadata["precision"] in ("bf16", "float32")
     assert 0.9 <= res.metadata["float32_agreement"] <= 1.0
     assert res.metadata["float32_agreement_confident"] >= res.metadata["float32_agreement"] - 1e-9
@@ -222,10 +222,10 @@ def test_reduced_precision_is_checked_against_float32(iso, monkeypatch):
     monkeypatch.setattr("napari_cem.device.describe_device",
                         lambda device=None: DeviceInfo("cpu", "test CPU", None, True))  # bf16 CPU
     with pytest.warns(RuntimeWarning, match="kept as requested"):
-        kept = segment(iso[:2], bundle(Pointwise()), precision="bf16")
+        kept = segment(iso[:2], bundle(Pointwise()), precision="bf16", engine="torch")
     assert kept.metadata["precision"] == "bf16"
     with pytest.warns(RuntimeWarning, match="continuing in float32"):
-        res = segment(iso[:2], bundle(Pointwise()))  # auto picks bf16 here, then drops it
+        res = segment(iso[:2], bundle(Pointwise()), engine="torch")  # auto picks bf16, then drops it
     assert res.metadata["precision"] == "float32"
     ref = segment(iso[:2], bundle(Pointwise()), precision="float32")
     np.testing.assert_array_equal(res.labels, ref.labels)

@@ -129,3 +129,77 @@ def test_save_refuses_4d_labels(tmp_path):
     with pytest.raises(ValueError, match="2D or 3D"):
         save_ome_labels(tmp_path / "x.zarr", np.zeros((2, 2, 4, 4), np.uint8))
     assert not list(tmp_path.iterdir())
+
+
+def test_save_into_an_ome_zarr_image_lists_the_final_name(tmp_path):
+    from napari_cem.ome_labels import save_ome_labels
+
+    image = _ome_image(tmp_path, np.zeros((2, 32, 40), np.uint8))
+    labels = np.zeros((2, 32, 40), np.uint8)
+    labels[:, 4:20, 4:30] = 1
+    written = save_ome_labels(image / "labels" / "mito", labels, voxel_size=(40.0, 8.0, 8.0),
+                              class_names=["background", "mito"])
+    assert written == image / "labels" / "mito"  # no .zarr added inside an image
+    assert dict(zarr.open_group(str(image / "labels")).attrs)["ome"]["labels"] == ["mito"]
+    assert dict(zarr.open_group(str(written)).attrs)["ome"]["image-label"]["source"] == {"image": "../../"}
+    assert [p.name for p in (image / "labels").iterdir() if p.is_dir()] == ["mito"]
+
+
+def test_cancelled_save_leaves_the_older_label_image(tmp_path):
+    from napari_cem._cancel import Cancelled
+    from napari_cem.ome_labels import save_ome_labels
+
+    old = np.ones((40, 16, 16), np.uint8)
+    save_ome_labels(tmp_path / "seg.zarr", old)
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) > 1  # after the first 16 slices
+
+    with pytest.raises(Cancelled):
+        save_ome_labels(tmp_path / "seg.zarr", np.zeros((40, 16, 16), np.uint8), should_stop=stop)
+    levels, _scale, _names = read_ome_labels(tmp_path / "seg.zarr")
+    np.testing.assert_array_equal(np.asarray(levels[0]), old)
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.zarr"]
+
+
+def test_segment_widget_saves_the_corrected_labels_as_ome_zarr(tmp_path, make_napari_viewer, qtbot):
+    from types import SimpleNamespace
+
+    import torch
+
+    from napari_cem._widgets._state import state_for
+    from napari_cem._widgets.segment import SegmentWidget
+
+    class Dark(torch.nn.Module):
+        def forward(self, x):
+            return 8 * (0.4 - x)
+
+    vol = (np.arange(3 * 40 * 48).reshape(3, 40, 48) % 251).astype(np.uint8)
+    image = _ome_image(tmp_path, vol)
+    viewer = make_napari_viewer()
+    viewer.add_image(vol, name="em", scale=(40, 8, 8), units=("nm",) * 3)
+    viewer.layers["em"]._source = viewer.layers["em"].source.model_copy(update={"path": str(image)})
+    widget = SegmentWidget(viewer)
+    assert widget.save_labels() is None and not widget.save_button.enabled  # nothing to save yet
+    state_for(viewer).set_active_model(SimpleNamespace(model=Dark(), classes=["background", "dark"],
+                                                       norms=(0.5, 0.25)))
+    widget.run()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert widget.save_button.enabled
+    assert str(widget.labels_file.value) == str(image / "labels" / "em_segmentation")
+    layer = viewer.layers["em segmentation"]
+    layer.data[1, :10, :10] = 0  # a correction before saving
+    layer.data[1, 10:20, 10:20] = 1
+    expected = np.array(layer.data)
+    assert widget.save_labels() is not None
+    layer.data[0] = 0  # painting on while the save runs does not reach the file
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=60_000)
+    assert "Labels saved as OME-Zarr" in widget.progress.status.value
+    levels, scale, names = read_ome_labels(image / "labels" / "em_segmentation")
+    np.testing.assert_array_equal(np.asarray(levels[0]), expected)
+    assert scale == (40.0, 8.0, 8.0) and names == ["background", "dark"]
+    assert dict(zarr.open_group(str(image / "labels")).attrs)["ome"]["labels"] == ["em_segmentation"]
+    viewer.layers.remove(layer)
+    assert not widget.save_button.enabled

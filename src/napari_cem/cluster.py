@@ -156,7 +156,10 @@ def segment_on_cluster(volume, bundle_path, out, client, *, mode: str = "stack",
         store.mark_done(plane, b)
         count.add(stop - start, plan.stage(plane))
     pr = plan.predictor
-    engine, settled = ("openvino", "auto") if pr.precision == "openvino" else ("torch", pr.precision)
+    if pr.engine == "openvino":  # OpenVINO settles its own precision; float32 when asked
+        engine, settled = "openvino", "float32" if pr.precision == "openvino-float32" else "auto"
+    else:
+        engine, settled = "torch", pr.precision
     options = {"device": device, "tile": pr.tile, "overlap": pr.overlap, "batch_size": batch_size,
                "precision": settled, "tta": pr.tta, "engine": engine}
     shared = client.scatter(payload, broadcast=True, hash=False)

@@ -3,11 +3,12 @@
 ``benchmarks/bench_engines.py`` measured, side by side on one 2-core Intel Xeon with AMX
 (bf16): a ResNet50 U-Net on 1024 x 1024 slices took 0.17 s per slice with OpenVINO against
 0.53 s with our torch bf16 path (3.0x) and 1.65 s in torch float32, with labels 99.994 %
-as torch float32; ONNX Runtime took 1.17 s (slower than torch bf16: not kept). OpenVINO is
-opt-in for now (``engine="openvino"``, ``pip install 'napari-cem[cpu-engines]'``): ``auto``
-stays torch until the test suite has run with it and other CPU kinds are measured. Whatever
-the engine, the predictor compares the first batch's labels with torch float32 and falls
-back to torch when they disagree.
+as torch float32; ONNX Runtime took 1.17 s (slower than torch bf16: not kept). So ``auto``
+picks OpenVINO where that was measured: on a CPU with native bf16, in automatic (or bf16)
+precision, when OpenVINO is installed (``pip install 'napari-cem[cpu-engines]'``). CPUs
+without native bf16 keep torch until OpenVINO is measured on one. Whatever the engine, the
+predictor compares the first batch's labels with torch float32 and falls back to torch when
+they disagree (and when ``auto`` cannot convert the model).
 
 The network is converted once per model (from the torch module, dynamic batch and slice
 size) and kept in the cache folder under its weights' fingerprint.
@@ -30,12 +31,21 @@ def _openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
+def _native_bf16(device) -> bool:
+    from .device import describe_device
+
+    return bool(describe_device(device).bf16)
+
+
 def resolve_engine(request: str, device, precision: str = "auto") -> str:
     """'torch' or 'openvino' for *request* on *device* (see the module docstring)."""
     request = (request or "auto").lower()
     if request not in ENGINES:
         raise ValueError(f"Unknown engine {request!r}; choose {', '.join(ENGINES)}.")
     on_cpu = getattr(device, "type", str(device)) == "cpu"
+    if request == "auto":
+        measured_faster = on_cpu and (precision or "auto").lower() in ("auto", "bf16") and _native_bf16(device)
+        return "openvino" if measured_faster and _openvino_installed() else "torch"
     if request == "openvino":
         if not on_cpu:
             raise ValueError("The OpenVINO engine runs on the CPU; choose the CPU device, or engine torch.")
@@ -47,9 +57,10 @@ def resolve_engine(request: str, device, precision: str = "auto") -> str:
 
 class OpenVinoNetwork:
     """A torch U-Net compiled by OpenVINO for this CPU: ``net(x)`` maps float32 (n, 1, h, w)
-    arrays to logits (n, c, h, w)."""
+    arrays to logits (n, c, h, w). *precision* "float32" asks OpenVINO for float32 kernels;
+    otherwise it picks its own (bf16 on CPUs with native bf16)."""
 
-    def __init__(self, module, fingerprint: str):
+    def __init__(self, module, fingerprint: str, precision: str = "auto"):
         import openvino as ov
 
         from .cache import cache_dir
@@ -60,7 +71,8 @@ class OpenVinoNetwork:
         core = ov.Core()
         if not xml.is_file():
             _convert(module, xml)
-        self.compiled = core.compile_model(core.read_model(str(xml)), "CPU")
+        config = {"INFERENCE_PRECISION_HINT": "f32"} if precision == "float32" else {}
+        self.compiled = core.compile_model(core.read_model(str(xml)), "CPU", config)
         self.path = xml
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

@@ -219,8 +219,16 @@ class _Predictor:
         self.engine = resolve_engine(engine, self.device, precision)
         self._network = None
         if self.engine == "openvino":  # its own reduced precision; checked against float32 as bf16 is
-            self._network = OpenVinoNetwork(model, _model_fingerprint(module))
-            self.precision = "openvino"
+            try:
+                self._network = OpenVinoNetwork(model, _model_fingerprint(module), precision)
+            except Exception as exc:  # noqa: BLE001 - auto falls back to torch; an explicit choice says why
+                if (engine or "auto").lower() != "auto":
+                    raise
+                warnings.warn(f"OpenVINO could not convert this model ({exc}); using torch.",
+                              RuntimeWarning, stacklevel=2)
+                self.engine = "torch"
+        if self.engine == "openvino":
+            self.precision = "openvino-float32" if precision == "float32" else "openvino"
 
     def _auto_batch(self, info) -> int:
         if self.device.type != "cuda" or not info.memory_gib:
@@ -235,7 +243,7 @@ class _Predictor:
 
         from .device import Precision
 
-        if precision == "openvino":
+        if precision.startswith("openvino"):
             logits = torch.from_numpy(self._network(x.numpy()))
         else:
             if self.device.type in ("cuda", "cpu"):
@@ -274,7 +282,7 @@ class _Predictor:
                               f"of the confidently predicted pixels; {then}.",
                               RuntimeWarning, stacklevel=2)
                 if self.fallback:
-                    self.precision = "float32"
+                    self.precision, self.engine = "float32", "torch"
                     probs = self._forward_averaged(x, "float32")
             del ref
         return probs.to(torch.float32)
@@ -707,7 +715,8 @@ def segment(
     "fp16" (kept even if the check disagrees, with a warning).
     tta: test-time augmentation, "none", "flips" (4 passes) or "d4" (8: quarter turns and
     flips), the probabilities averaged (:mod:`napari_cem.tta`).
-    engine: "auto" (torch), "torch" or "openvino" (CPU; :mod:`napari_cem.engines`).
+    engine: "auto" (OpenVINO on a CPU with native bf16 when installed, else torch), "torch" or
+        "openvino" (CPU; :mod:`napari_cem.engines`).
     z_smooth: stack mode, in memory: threshold each slice's confidences averaged with its
     two neighbours' (:mod:`napari_cem.smoothing`), for flicker between anisotropic sections.
     progress(done, total, stage) is called after every batch; should_stop() is polled and

@@ -79,10 +79,12 @@ def _colors(n_classes: int) -> list[dict]:
 
 
 def write_ome_labels(path, *, voxel_size=None, class_names=(), name: str | None = None,
-                     data=None, progress=None, should_stop=None) -> Path:
+                     data=None, progress=None, should_stop=None, list_in_image: bool = True) -> Path:
     """Make the finished segmentation store at *path* an OME-Zarr label image (see the module);
     returns *path*. Safe to run again (the smaller levels are rebuilt). *data*: the labels
-    still in memory, to build the first smaller level from instead of reading them back."""
+    still in memory, to build the first smaller level from instead of reading them back.
+    *list_in_image*: add *path* to its OME-Zarr image's ``labels`` list (off while *path* is
+    a temporary folder that is renamed later)."""
     import zarr
 
     from ._cancel import check_stop
@@ -121,7 +123,7 @@ def write_ome_labels(path, *, voxel_size=None, class_names=(), name: str | None 
     group.attrs["ome"] = {"version": OME_VERSION, "multiscales": [{
         "name": name or path.stem, "axes": [{"name": a, "type": "space", **unit} for a in axes],
         "datasets": datasets}], "image-label": label}
-    if image is not None:
+    if image is not None and list_in_image:
         _list_in_image(path.parent, path.name)
     return path
 
@@ -193,30 +195,41 @@ def read_ome_labels(path) -> tuple[list, tuple | None, list[str]]:
     return levels, scale, names
 
 
-def save_ome_labels(path, labels, *, voxel_size=None, class_names=(), chunks=None) -> Path:
+def save_ome_labels(path, labels, *, voxel_size=None, class_names=(), chunks=None,
+                    progress=None, should_stop=None) -> Path:
     """Labels held in memory (or a dask / zarr array) written as a new OME-Zarr label image at
     *path*, atomically: built in a temporary folder beside it, then renamed into place (an
-    existing label image there is replaced only once the new one is complete)."""
+    existing label image there is replaced only once the new one is complete, and a cancel
+    leaves it as it was). Inside an OME-Zarr image (``IMAGE/labels/NAME``) the name is kept
+    as given and listed in the image's ``labels`` group; elsewhere ``.zarr`` is added."""
     import zarr
 
     from ._atomic import atomic_folder
+    from ._cancel import check_stop
 
     path = Path(path)
-    if path.suffix.lower() != ".zarr":
+    image = image_of_labels(path)
+    if image is None and path.suffix.lower() != ".zarr":
         path = path.with_name(path.name + ".zarr")
     ndim = len(labels.shape)
     if ndim not in (2, 3):
         raise ValueError(f"An OME-Zarr label image is 2D or 3D; these labels have {ndim} axes.")
     chunks = chunks or ((min(16, labels.shape[0]),) if ndim == 3 else ()) + tuple(
         min(512, n) for n in labels.shape[-2:])
+    step = chunks[0] if ndim == 3 else labels.shape[0]
     with atomic_folder(path) as tmp:
         group = zarr.open_group(str(tmp), mode="w")
         dtype = np.dtype(labels.dtype) if np.dtype(labels.dtype).kind in "ui" else np.dtype(np.uint32)
         arr = group.create_array("labels", shape=labels.shape, chunks=chunks, dtype=dtype, fill_value=0,
                                  dimension_names=tuple("zyx"[-ndim:]))
-        step = chunks[0] if ndim == 3 else labels.shape[0]
         for z0 in range(0, labels.shape[0], step):
+            check_stop(should_stop)
             arr[z0:z0 + step] = np.asarray(labels[z0:z0 + step]).astype(dtype, copy=False)
+            if progress is not None:
+                progress(min(z0 + step, labels.shape[0]), labels.shape[0], "writing the labels")
         write_ome_labels(tmp, voxel_size=voxel_size, class_names=class_names, name=path.stem,
-                         data=labels if isinstance(labels, np.ndarray) else None)
+                         data=labels if isinstance(labels, np.ndarray) else None,
+                         progress=progress, should_stop=should_stop, list_in_image=False)
+    if image is not None:
+        _list_in_image(path.parent, path.name)
     return path

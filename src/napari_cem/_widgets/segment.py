@@ -26,7 +26,8 @@ from ._common import (
     wait_for_torch_stack,
 )
 from ._jobs import JobRunner, JobWidget
-from ._layers import full_data, image_choices, slice_on_screen, units_of, voxel_size
+from ._layers import class_names_of, full_data, image_choices, slice_on_screen, units_of, voxel_size
+from ._segment_outputs import export_job, save_labels_job, suggested_labels_path
 from ._slice_plot import SliceScores
 from ._state import state_for
 
@@ -104,6 +105,13 @@ class SegmentWidget(JobWidget):
                                      tooltip="A Labels layer to compare the segmentation with (IoU).")
         self.evaluate_button = PushButton(text="Compare (IoU)", enabled=False)
         self.iou_info = text_label("")
+        self.labels_file = FileEdit(label="Labels file", mode="w", filter="OME-Zarr (*.zarr)",
+                                    tooltip="Where to save the segmentation layer (with your corrections) as an "
+                                            "OME-Zarr label image; filled in after a run: under labels/ of an "
+                                            "OME-Zarr image, else beside the image file.")
+        self.save_button = PushButton(text="Save labels (OME-Zarr)", enabled=False,
+                                      tooltip="Pyramid, class names and colours, voxel size in nm; an older "
+                                              "file there is replaced only once the new one is complete.")
         self.package_file = FileEdit(label="bioimage.io file", mode="w", filter="bioimage.io package (*.zip)",
                                      tooltip="Where to write the active model as a BioImage Model Zoo "
                                              "package (deepImageJ, ilastik, bioimageio.core run it).")
@@ -124,8 +132,8 @@ class SegmentWidget(JobWidget):
         layout.insertWidget(layout.indexOf(self.uncertain_button.native) + 1, self.slice_plot)
         self.iou_table = _make_table()
         layout.addWidget(self.iou_table)
-        export = Container(widgets=[self.package_file, self.export_button])  # below the IoU table
-        layout.addWidget(export.native)
+        outputs = Container(widgets=[self.labels_file, self.save_button, self.package_file, self.export_button])
+        layout.addWidget(outputs.native)  # below the IoU table
         scroll_inside(self)
         self.jobs = JobRunner(self.progress, name="Segmentation", on_running=self._set_running)
 
@@ -136,6 +144,7 @@ class SegmentWidget(JobWidget):
         self.uncertain_button.changed.connect(lambda: self.next_uncertain_slice())
         self.evaluate_button.changed.connect(lambda: self.evaluate())
         self.export_button.changed.connect(lambda: self.export_model())
+        self.save_button.changed.connect(lambda: self.save_labels())
         self.image.changed.connect(self._update_mode_note)
         self.mode.changed.connect(self._update_mode_note)
         self.ground_truth.changed.connect(lambda _v: self._set_running(self.jobs.running))
@@ -161,6 +170,7 @@ class SegmentWidget(JobWidget):
     def _on_layer_removed(self, event) -> None:
         if event.value is self._labels_layer:
             self._labels_layer = None
+            self._set_running(self.jobs.running)
         if event.value is self._unsure_layer:
             self._unsure_layer, self._unsure_order = None, []
             self.slice_plot.setVisible(False)
@@ -223,10 +233,28 @@ class SegmentWidget(JobWidget):
         image = full_data(layer) if layer is not None and np.dtype(layer.dtype) == np.uint8 else None
         if image is not None and min(image.shape[-2:]) < 256:
             image = None  # too small for the test slice: a synthetic one
-        return self.jobs.start(_export_job, bundle, self.state.active_model_path, text, image,
+        return self.jobs.start(export_job, bundle, self.state.active_model_path, text, image,
                                message="Writing the bioimage.io package ...",
                                on_result=lambda r: self.progress.finish(r),
                                cancelled="Cancelled; no package was written.")
+
+    def save_labels(self, path=None):
+        """Write the segmentation layer (as it is now, corrections included) as an OME-Zarr
+        label image in a worker."""
+        layer = self._labels_layer
+        text = str(path if path is not None else self.labels_file.value).strip()
+        problem = ("Segment the volume first: there is no segmentation layer to save."
+                   if layer is None or layer not in self.viewer.layers else
+                   "Choose where to save the labels (Labels file)." if text in ("", ".") else None)
+        if problem:
+            notify_error(problem)
+            return None
+        data = full_data(layer)
+        snapshot = np.array(data) if isinstance(data, np.ndarray) else data  # painting may go on
+        return self.jobs.start(save_labels_job, text, snapshot, voxel_size(layer), class_names_of(layer),
+                               message="Saving the labels as OME-Zarr ...",
+                               on_result=lambda r: self.progress.finish(r),
+                               cancelled="Cancelled; nothing was saved (an older file there is unchanged).")
 
     def _on_model_loaded(self, bundle, path) -> None:
         self.state.set_active_model(bundle, path)
@@ -298,6 +326,7 @@ class SegmentWidget(JobWidget):
         self.load_button.enabled = not running
         self.evaluate_button.enabled = (not running and self._labels_layer is not None
                                         and self.ground_truth.value is not None)
+        self.save_button.enabled = not running and self._labels_layer is not None
 
     def _on_result(self, layer, result, screen) -> None:
         for message in result.metadata.get("warnings", []):
@@ -346,6 +375,8 @@ class SegmentWidget(JobWidget):
             return
         self._labels_layer = self.viewer.add_labels(labels, name=f"{layer.name} segmentation",
                                                     metadata=meta, **kwargs)
+        if str(self.labels_file.value).strip() in ("", "."):
+            self.labels_file.value = suggested_labels_path(layer, self._labels_layer.name)
         self.viewer.layers.selection.active = self._labels_layer
         self.ground_truth.reset_choices()
 
@@ -485,34 +516,6 @@ def _fill_table(table, evaluation) -> None:
         for c, text in enumerate(["mean", fmt(evaluation.mean_iou_3d), fmt(evaluation.mean_iou_2d), "", ""]):
             table.setItem(len(rows), c, QTableWidgetItem(text))
     table.resizeColumnsToContents()
-
-
-def _export_job(bundle, bundle_path, out, image, progress, should_stop):
-    """The package of *bundle* (its file, or a temporary copy), then bioimageio.core's test."""
-    import tempfile
-    from pathlib import Path
-
-    from ..bioimage_io import export_bioimageio
-    from ..model import save_bundle
-
-    try:
-        import bioimageio.core
-    except ImportError:
-        raise ValueError("Exporting needs the bioimage.io libraries: pip install 'napari-cem[bioimageio]'") from None
-    progress(0, 2, "writing the package")
-    with tempfile.TemporaryDirectory() as folder:
-        source = Path(bundle_path) if bundle_path is not None and Path(bundle_path).suffix == ".pt" else None
-        if source is None:
-            source = Path(folder) / "model.pt"
-            save_bundle(bundle, source)
-        written = export_bioimageio(source, out, test_image=None if image is None else np.asarray(
-            image[image.shape[0] // 2] if image.ndim == 3 else image))
-    if should_stop():  # the package is written; its test (tens of seconds) is skipped
-        return f"bioimage.io package written: {written}; its test was skipped (cancelled)."
-    progress(1, 2, "testing the package (bioimageio.core)")
-    summary = bioimageio.core.test_model(written)
-    progress(2, 2, "testing the package (bioimageio.core)")
-    return f"bioimage.io package written: {written} ({written.stat().st_size / 2**20:.0f} MiB); bioimageio.core test {summary.status}."
 
 
 def _load_job(path, progress):

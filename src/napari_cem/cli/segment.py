@@ -57,8 +57,12 @@ def _segment_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fill-holes", action="store_true",
                    help="background enclosed by one class becomes that class (per slice / 3D as above)")
     p.add_argument("--engine", choices=list(ENGINES), default="auto",
-                   help="inference engine: auto / torch (default), or openvino on the CPU (3x torch "
-                        "bf16 on an AMX CPU; pip install 'napari-cem[cpu-engines]')")
+                   help="inference engine: auto (default: openvino on a CPU with native bf16 when it is "
+                        "installed, 3x torch bf16 on an AMX CPU; else torch), torch, or openvino on the CPU "
+                        "(pip install 'napari-cem[cpu-engines]')")
+    p.add_argument("--precision", choices=["auto", "float32", "bf16", "fp16"], default="auto",
+                   help="auto (default): bf16/fp16 on GPUs and on CPUs with native bf16, checked against "
+                        "float32 on the first batch; float32: always full precision (with openvino too)")
     p.add_argument("--tile", type=int_at_least(32), default=1024,
                    help="largest slice side predicted at once (default 1024)")
     p.add_argument("--batch-size", type=int_at_least(1), default=None,
@@ -126,7 +130,7 @@ def run_segment(args: argparse.Namespace) -> int:
             options = dict(mode=args.mode, threshold=args.threshold, tile=args.tile, batch_size=args.batch_size,
                            device=args.device, keep_probabilities=args.probabilities,
                            keep_uncertainty=args.uncertainty, tta=args.tta, voxel_size=meta.voxel_size,
-                           engine=args.engine, progress=progress)
+                           engine=args.engine, precision=args.precision, progress=progress)
             if args.scheduler or args.workers or args.devices:
                 result = _on_cluster(args, volume, model_path, out, options)
             else:
