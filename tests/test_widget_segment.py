@@ -96,6 +96,7 @@ def test_segment_adds_then_refreshes_a_labels_layer(widget, qtbot, sample):
 
 def test_current_slice_only_and_evaluation_table(widget, qtbot, sample):
     viewer = widget.viewer
+    assert widget.iou_table.isHidden()
     viewer.dims.set_point(0, 3 * 8)
     widget.run(current_slice=True)
     _wait_idle(qtbot, widget)
@@ -113,6 +114,7 @@ def test_current_slice_only_and_evaluation_table(widget, qtbot, sample):
 
     expect = evaluate(layer.data, viewer.layers["gt"].data, ["background", "membrane"])
     table = widget.iou_table
+    assert not table.isHidden()  # hidden until the first comparison
     assert table.rowCount() == 1 and table.item(0, 0).text() == "membrane"
     assert table.item(0, 1).text() == f"{expect.iou_3d[1]:.3f}"
     assert table.item(0, 2).text() == f"{expect.iou_2d[1]:.3f}"

@@ -131,6 +131,7 @@ class SegmentWidget(JobWidget):
         layout = self.native.layout()
         layout.insertWidget(layout.indexOf(self.uncertain_button.native) + 1, self.slice_plot)
         self.iou_table = _make_table()
+        self.iou_table.setVisible(False)  # shown with the first comparison: no empty box before
         layout.addWidget(self.iou_table)
         outputs = Container(widgets=[self.labels_file, self.save_button, self.package_file, self.export_button])
         layout.addWidget(outputs.native)  # below the IoU table
@@ -478,6 +479,7 @@ class SegmentWidget(JobWidget):
     def _on_evaluated(self, evaluation, gt_name) -> None:
         self.evaluation = evaluation
         _fill_table(self.iou_table, evaluation)
+        self.iou_table.setVisible(True)
         mean = (f"mean IoU {evaluation.mean_iou_3d:.3f} (3D), {evaluation.mean_iou_2d:.3f} (2D)"
                 if np.isfinite(evaluation.mean_iou_3d) else "no foreground in either")
         self.iou_info.value = f"Against {gt_name}: {mean}"
