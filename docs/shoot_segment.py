@@ -2,8 +2,9 @@
 
     xvfb-run -a python docs/shoot_segment.py MODEL.pt [--vnc ../shared/data/vnc]
 
-MODEL.pt: the quality benchmark's bundle (``python benchmarks/bench_finetune.py --case
-quality --device cpu --save MODEL.pt``). Needs a display with OpenGL (Xvfb + Mesa).
+MODEL.pt: a ResNet50 bundle fine-tuned on slices 0-9, e.g. ``benchmarks/_work/levers_none_
+resnet50_none_auto_keep_it300_seed0.pt`` from ``python benchmarks/bench_levers.py --arch
+resnet50 --seeds 0`` (the picture in the README). Needs a display with OpenGL (Xvfb + Mesa).
 """
 
 from __future__ import annotations

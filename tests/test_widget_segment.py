@@ -249,3 +249,11 @@ def test_uncertainty_layer_and_next_most_uncertain_slice(widget, qtbot, monkeypa
     assert viewer.dims.point[0] == pytest.approx(viewer.layers["em"].data_to_world((last, 0, 0))[0])
     viewer.layers.remove(widget._unsure_layer)
     assert plot.isHidden() and not widget.uncertain_button.enabled
+
+
+def test_a_long_model_file_name_does_not_widen_the_dock():
+    from napari_cem._widgets._common import short_name
+
+    long = "levers_none_resnet50_none_auto_keep_it300_seed0.pt"
+    assert short_name(long) == "levers_none_r\u2026it300_seed0.pt" and len(short_name(long)) == 28
+    assert short_name("m.pt") == "m.pt"

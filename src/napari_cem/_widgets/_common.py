@@ -132,6 +132,15 @@ def preload_labels_display() -> None:
     _labels_display_import.start()
 
 
+def short_name(name: str, limit: int = 28) -> str:
+    """A file name cut in the middle to *limit* characters for a status line (a long name is
+    one unbreakable word: it widened the dock past its right edge); the end stays whole."""
+    if len(name) <= limit:
+        return name
+    tail = limit // 2
+    return f"{name[:limit - tail - 1]}\u2026{name[-tail:]}"
+
+
 def text_label(value: str = "") -> Label:
     """A Label that wraps long messages (file paths, results) instead of widening the dock."""
     label = Label(value=value)

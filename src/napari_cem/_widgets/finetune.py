@@ -30,6 +30,7 @@ from ._common import (
     preload_torch_stack,
     preload_torch_stack_soon,
     scroll_inside,
+    short_name,
     text_label,
     wait_for_torch_stack,
 )
@@ -465,7 +466,7 @@ class FinetuneWidget(JobWidget):
         verb = "Stopped after" if t.get("stopped_early") else "Trained"
         self.result.value = (f"{verb} U-Net {pretty_encoder(bundle.arch)} {t['iterations']} iterations "
                              f"in {t['seconds']:.0f} s; classes "
-                             f"{', '.join(bundle.classes)}. Saved to {path.name}; active model.")
+                             f"{', '.join(bundle.classes)}. Saved to {short_name(path.name)}; active model.")
         self.progress.finish(f"Model saved to {path}")
         if problem:
             notify_error(f"Model: {problem}; it is now the active model for segmentation.")

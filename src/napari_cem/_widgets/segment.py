@@ -22,6 +22,7 @@ from ._common import (
     preload_labels_display,
     preload_torch_stack_soon,
     scroll_inside,
+    short_name,
     text_label,
     wait_for_torch_stack,
 )
@@ -56,6 +57,8 @@ class SegmentWidget(JobWidget):
         self.evaluation = None  # napari_cem.metrics.Evaluation of the last comparison
 
         self.model_info = text_label("")
+        # room for the model's lines, set after the dock is laid out (the row keeps its height)
+        self.model_info.native.setMinimumHeight(5 * self.model_info.native.fontMetrics().lineSpacing())
         self.model_file = FileEdit(label="Model file", mode="r", filter="napari-cem model (*.pt *.pth *.zip);;All files (*)",
                                    tooltip="A model bundle saved by Fine-tune (or napari-cem finetune).")
         self.load_button = PushButton(text="Load model file")
@@ -203,10 +206,12 @@ class SegmentWidget(JobWidget):
         if bundle is None:
             self.model_info.value = "No model yet: fine-tune one, or load a model file."
             return
-        where = f" ({state.active_model_path.name})" if state.active_model_path else ""
+        where = f" ({short_name(state.active_model_path.name)})" if state.active_model_path else ""
         describe = getattr(bundle, "describe", None)
         text = describe() if callable(describe) else f"classes {', '.join(map(str, bundle.classes))}"
-        self.model_info.value = f"Model{where}: {text}"
+        # a line per part: a wrapped label is laid out for a guessed width, so explicit short
+        # lines keep all of it visible in a narrow dock
+        self.model_info.value = f"Model{where}:\n" + text.replace("; ", ";\n")
 
     def load_model_file(self, path=None):
         """Load a bundle file in a thread worker and make it the viewer's active model."""
