@@ -187,7 +187,7 @@ class FinetuneWidget(JobWidget):
                                     tooltip="A painted class the model lacks gets a new output, learned "
                                             "from scratch; the classes it knows keep what they learned.")
         self.iterations = SpinBox(label="Iterations", value=500, min=1, max=100_000, step=50,
-                                  tooltip="On VNC, 500 iterations gave about +0.02 IoU over 300 and 150 were "
+                                  tooltip="On VNC, 500 iterations gave +0.02-0.04 IoU over 300 and 150 were "
                                           "not enough. On a 2-core CPU with native bf16, 500 iterations of "
                                           "batch 8, crop 256 take 11-16 min for the ResNet50 and 3-7 min for "
                                           "resnet18-slim; 2-4x that without bf16.")
