@@ -60,8 +60,11 @@ def test_auto_falls_back_to_torch_when_openvino_cannot_convert(unet_file, monkey
     def fails(*args, **kwargs):
         raise RuntimeError("unsupported operation")
 
+    from napari_cem.device import DeviceInfo
+
     monkeypatch.setattr(engines, "_openvino_installed", lambda: True)
-    monkeypatch.setattr(engines, "_native_bf16", lambda device: True)
+    monkeypatch.setattr("napari_cem.device.describe_device",
+                        lambda device=None: DeviceInfo("cpu", "test CPU", None, True))  # bf16 CPU
     monkeypatch.setattr(engines, "OpenVinoNetwork", fails)
     volume = make_em_volume((2, 64, 64), isotropic=True, seed=1).image
     with pytest.warns(RuntimeWarning, match="could not convert"):

@@ -37,14 +37,16 @@ def _native_bf16(device) -> bool:
     return bool(describe_device(device).bf16)
 
 
-def resolve_engine(request: str, device, precision: str = "auto") -> str:
-    """'torch' or 'openvino' for *request* on *device* (see the module docstring)."""
+def resolve_engine(request: str, device, precision: str = "auto", info=None) -> str:
+    """'torch' or 'openvino' for *request* on *device* (see the module docstring); *info*:
+    the device's ``describe_device`` when the caller has it already."""
     request = (request or "auto").lower()
     if request not in ENGINES:
         raise ValueError(f"Unknown engine {request!r}; choose {', '.join(ENGINES)}.")
     on_cpu = getattr(device, "type", str(device)) == "cpu"
     if request == "auto":
-        measured_faster = on_cpu and (precision or "auto").lower() in ("auto", "bf16") and _native_bf16(device)
+        measured_faster = (on_cpu and (precision or "auto").lower() in ("auto", "bf16")
+                           and (bool(info.bf16) if info is not None else _native_bf16(device)))
         return "openvino" if measured_faster and _openvino_installed() else "torch"
     if request == "openvino":
         if not on_cpu:

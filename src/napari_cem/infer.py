@@ -216,7 +216,7 @@ class _Predictor:
         self._windows: dict = {}
         from .engines import OpenVinoNetwork, resolve_engine
 
-        self.engine = resolve_engine(engine, self.device, precision)
+        self.engine = resolve_engine(engine, self.device, precision, info)
         self._network = None
         if self.engine == "openvino":  # its own reduced precision; checked against float32 as bf16 is
             try:
