@@ -36,8 +36,9 @@ def add_all_dock_widgets(viewer) -> list:
 def fit_window(viewer) -> None:
     """Size the window to the screen's free area and share its width: napari's layer docks
     on the left as narrow as they go, the canvas at least half, the napari-cem docks the rest
-    (as wide as all their tab titles when that fits; never narrower than they need)."""
-    from qtpy.QtCore import Qt
+    (as wide as all their tab titles when that fits; never narrower than they need). The
+    layers are then fitted to the resized canvas (they were fitted to the first, smaller one)."""
+    from qtpy.QtCore import Qt, QTimer
 
     window = viewer.window._qt_window
     screen = window.screen().availableGeometry()
@@ -51,6 +52,7 @@ def fit_window(viewer) -> None:
     for docks, width in ((left_docks, left), (right_docks, right)):
         if docks:
             window.resizeDocks(docks, [width] * len(docks), Qt.Orientation.Horizontal)
+    QTimer.singleShot(0, viewer.reset_view)  # once the canvas has its new size
 
 
 def _readable_tabs(window) -> None:

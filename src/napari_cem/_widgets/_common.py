@@ -143,8 +143,13 @@ def short_name(name: str, limit: int = 28) -> str:
 
 def text_label(value: str = "") -> Label:
     """A Label that wraps long messages (file paths, results) instead of widening the dock."""
+    from qtpy.QtWidgets import QSizePolicy
+
     label = Label(value=value)
     label.native.setWordWrap(True)
+    policy = label.native.sizePolicy()  # as wide as its row: text starts at the left edge on a wide dock
+    policy.setHorizontalPolicy(QSizePolicy.Policy.Expanding)
+    label.native.setSizePolicy(policy)
     return label
 
 
