@@ -10,7 +10,9 @@ filled) of the plain labels and, with ``--combo-clean`` voxels, of the smoothed 
 segmentation seconds. One JSON file per run in ``benchmarks/_work`` (the model bundle
 beside it: ``--reuse`` scores it again without training), then a row per run and a row of
 mean +- SD over the seeds. ``--split reverse`` trains on slices 10-19 (painted the same
-way) and scores 0-9.
+way) and scores 0-9. ``--crop`` / ``--batch`` / ``--amp off`` change the recipe (``--amp off``:
+float32, the path of CPUs without native bf16). ``--bin 2``: the U-Net works binned 2 x 2
+(``finetune --bin 2``; the crop stays in image pixels).
 
     PYTHONPATH=src python benchmarks/bench_levers.py --few none --arch resnet18 --seeds 0,1,2 --rows
 """
@@ -35,8 +37,10 @@ FEW = {"none": "dense slices 0-9", "3slices": "3 painted slices (0, 4, 8)", "5ro
 
 def _name(args, seed: int) -> str:
     weights = Path(args.weights).stem.split(".")[0] if args.weights != "none" else "none"
+    recipe = (("" if args.crop == 256 else f"_c{args.crop}") + ("" if args.batch == 8 else f"_b{args.batch}")
+              + ("" if args.amp == "auto" else f"_amp{args.amp}") + ("" if args.bin == 1 else f"_bin{args.bin}"))
     return (f"levers_{args.few}_{args.arch}_{weights}_{args.freeze}_{args.encoder_bn}"
-            f"_it{args.iterations}{'_reverse' if args.split == 'reverse' else ''}_seed{seed}")
+            f"_it{args.iterations}{recipe}{'_reverse' if args.split == 'reverse' else ''}_seed{seed}")
 
 
 def train(args, seed: int, image, mito):
@@ -55,8 +59,8 @@ def train(args, seed: int, image, mito):
         return bundle, float(bundle.training["seconds"])
     labels, rois = _few_labels(mito, args.few)
     bundle = run_finetune(image[:10], labels, classes=["mito"], complete_slices=True, rois=rois,
-                          planes="xy", device="cpu", iterations=args.iterations, crop_size=256,
-                          batch_size=8, seed=seed, arch=args.arch, weights=weights,
+                          planes="xy", device="cpu", iterations=args.iterations, crop_size=args.crop,
+                          batch_size=args.batch, amp=args.amp, bin=args.bin, seed=seed, arch=args.arch, weights=weights,
                           freeze=args.freeze, encoder_bn=args.encoder_bn,
                           data_source=f"VNC stack1 slices {_train_slices(args)}, {FEW[args.few]}")
     WORK_DIR.mkdir(exist_ok=True)
@@ -125,6 +129,10 @@ def main(argv=None) -> int:
     p.add_argument("--encoder-bn", default="keep", choices=["keep", "adapt"])
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--crop", type=int, default=256, help="training crop side (px)")
+    p.add_argument("--batch", type=int, default=8, help="training batch")
+    p.add_argument("--amp", default="auto", choices=["auto", "off"], help="off: float32 training")
+    p.add_argument("--bin", type=int, default=1, choices=[1, 2, 4], help="the U-Net works binned N x N")
     p.add_argument("--split", choices=["forward", "reverse"], default="forward",
                    help="forward: train on slices 0-9, score 10-19; reverse: train on 10-19, score 0-9")
     p.add_argument("--clean-sizes", default="200,1000,3000", help="clean-up: smallest piece kept, voxels per slice")
@@ -153,7 +161,9 @@ def main(argv=None) -> int:
         runs.append(result)
     if args.rows:
         what = (f"{FEW[args.few]} of slices {_train_slices(args)} (scored: the other 10), U-Net {runs[0]['arch']}, weights {args.weights}, freeze {args.freeze}, "
-                f"encoder BN {args.encoder_bn}, {args.iterations} it, batch 8, crop 256, cpu")
+                f"encoder BN {args.encoder_bn}, {args.iterations} it, batch {args.batch}, crop {args.crop}, cpu"
+                + (", float32" if args.amp == "off" else "")
+                + (f", binned {args.bin} x {args.bin}" if args.bin != 1 else ""))
         for r in runs:
             lv = r["levers"]
             print(row(f"levers VNC mito {args.few} {r['arch']} {args.split} seed {r['seed']}",

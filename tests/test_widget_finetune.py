@@ -52,16 +52,19 @@ def test_training_saves_the_bundle_and_makes_it_active(widget, qtbot, tmp_path):
     qtbot.waitUntil(lambda: widget.device_info.value.startswith("cpu"), timeout=60_000)
     widget.augment.value = "cem500k"
     widget.arch.value = "resnet18-slim"  # the model choice reaches the core
+    widget.binning.value = 2  # and the binning (crop 128: a multiple of 64)
+    widget.crop.value = 128
     widget.start()
     _wait_idle(qtbot, widget)
     path = tmp_path / "model.pt"
     assert load_bundle(path).arch == "resnet18-slim" and "U-Net ResNet18 (slim decoder)" in widget.result.value
+    assert load_bundle(path).bin == 2 and "binned 2 x 2" in widget.result.value
     assert path.exists() and widget.bundle_path == path
     assert state.active_model is widget.bundle and state.active_model_path == path and changes
     assert load_bundle(path).classes == ["background", "mito"]
     assert load_bundle(path).training["augment"]["angles"] == "any"  # the chosen preset was used
     assert len(widget.curve.losses) == 3 and widget.progress.bar.value == widget.progress.bar.max
-    assert "Trained U-Net ResNet18 (slim decoder) 3 iterations" in widget.result.value
+    assert "Trained U-Net ResNet18 (slim decoder) binned 2 x 2, 3 iterations" in widget.result.value
     # preview of the slice on screen, after training
     widget.viewer.dims.set_current_step(0, 1)
     assert widget.preview_button.enabled

@@ -95,7 +95,7 @@ def export_bioimageio(bundle_path, out, *, authors=None, license: str = "CC-BY-4
     from bioimageio.spec.model import v0_5 as bio
 
     from .infer import _Predictor
-    from .model import ARCHS, build_unet, load_bundle
+    from .model import ARCHS, build_unet, load_bundle, set_bin, size_step
 
     bundle = load_bundle(bundle_path)
     out = Path(out)
@@ -106,8 +106,9 @@ def export_bioimageio(bundle_path, out, *, authors=None, license: str = "CC-BY-4
     predictor = _Predictor(bundle, device="cpu", precision="float32")
     probs = predictor.predict(image[None]).cpu().numpy().astype(np.float32)  # (1, n_out, H, W)
     n_out = probs.shape[1]
-    model = build_unet(n_out, bundle.arch)
+    model = set_bin(build_unet(n_out, bundle.arch), bundle.bin)
     model.load_state_dict(bundle.model.state_dict())
+    step = size_step(model)
     model.eval()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -125,7 +126,7 @@ def export_bioimageio(bundle_path, out, *, authors=None, license: str = "CC-BY-4
         _cover(image, probs, work / "cover.png")
         _readme(bundle, name, work / "README.md")
         mean, std = (float(v) for v in bundle.norms)
-        space = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=64, step=32))
+        space = [bio.SpaceInputAxis(id=bio.AxisId(a), size=bio.ParameterizedSize(min=2 * step, step=step))
                  for a in "yx"]
         inputs = [bio.InputTensorDescr(
             id=bio.TensorId("raw"), description="8-bit EM slice",
@@ -152,10 +153,14 @@ def export_bioimageio(bundle_path, out, *, authors=None, license: str = "CC-BY-4
             postprocessing=post)]
         version = bio.Version(torch.__version__.split("+")[0])
         encoder, decoder = ARCHS[bundle.arch]
+        # smp's Unet has no binning: a binned U-Net goes as TorchScript only (its trace pools and
+        # upsamples), its state dict as an attachment that napari-cem reads back
+        binned = bundle.bin > 1
         weights = bio.WeightsDescr(
             torchscript=bio.TorchscriptWeightsDescr(source=work / "weights_torchscript.pt",
-                                                    pytorch_version=version, parent="pytorch_state_dict"),
-            pytorch_state_dict=bio.PytorchStateDictWeightsDescr(
+                                                    pytorch_version=version,
+                                                    parent=None if binned else "pytorch_state_dict"),
+            pytorch_state_dict=None if binned else bio.PytorchStateDictWeightsDescr(
                 source=work / "weights.pt", pytorch_version=version,
                 architecture=bio.ArchitectureFromLibraryDescr(
                     callable=bio.Identifier("Unet"), import_from="segmentation_models_pytorch",
@@ -170,7 +175,9 @@ def export_bioimageio(bundle_path, out, *, authors=None, license: str = "CC-BY-4
             covers=[bio.FileDescr(source=work / "cover.png")],
             tags=["electron-microscopy", "semantic-segmentation", "unet", "cem500k", "napari-cem"],
             inputs=inputs, outputs=outputs, weights=weights,
+            attachments=[bio.FileDescr(source=work / "weights.pt")] if binned else [],
             config={"napari_cem": {"classes": list(bundle.classes), "norms": [mean, std], "arch": bundle.arch,
+                                   "bin": bundle.bin,
                                    "crop_size": int(bundle.crop_size), "weights": "weights.pt",
                                    "encoder": json.loads(json.dumps(bundle.encoder, default=str)),
                                    "training": json.loads(json.dumps(bundle.training, default=str))}})

@@ -4,7 +4,7 @@
   xy, xz and yz slice is predicted and the three confidence volumes are averaged. Then a
   threshold (one structure, 0.5 by default) or an argmax (several) gives the labels.
 * A slice that fits in one tile is predicted whole (padded to a multiple of 32, as the
-  original CEM500K code did); a larger one is cut into overlapping tiles whose
+  original CEM500K code did; of 32 x bin for a binned model); a larger one is cut into overlapping tiles whose
   predictions are blended with a cosine window, so there are no seams.
 * Slices go through the network in batches, under ``torch.inference_mode``, in
   channels-last layout, with bf16 (or fp16) autocast on CUDA and on CPUs with native
@@ -128,8 +128,8 @@ def _window_1d(starts: list[int], k: int, tile: int) -> np.ndarray:
     return w
 
 
-def _round32(n: int) -> int:
-    return max(32, int(math.ceil(n / 32)) * 32)
+def _round_up(n: int, step: int) -> int:
+    return max(step, int(math.ceil(n / step)) * step)
 
 
 # ----------------------------------------------------------------------------------- model
@@ -162,7 +162,9 @@ def _model_fingerprint(module) -> str:
     """A cheap checksum of the weights (shapes and sums), to refuse resuming with another model."""
     import torch
 
-    h = hashlib.sha1()
+    from .model import bin_of
+
+    h = hashlib.sha1(f"bin {bin_of(module)}".encode())  # the same weights binned are another model
     with torch.no_grad():
         for name, t in module.state_dict().items():
             h.update(name.encode())
@@ -181,6 +183,7 @@ class _Predictor:
         import torch
 
         from .device import autocast_policy, describe_device, select_device
+        from .model import size_step
         from .tta import check_tta
 
         self.tta = check_tta(tta)
@@ -189,10 +192,10 @@ class _Predictor:
         self.device = select_device(device) if not isinstance(device, torch.device) else device
         info = describe_device(self.device)
         self.device_name = str(info)
-        tile = int(tile)
-        if tile < 32:
-            raise ValueError(f"The tile must be at least 32 px, got {tile}.")
-        self.tile = tile // 32 * 32
+        tile, self.step = int(tile), size_step(module)
+        if tile < self.step:
+            raise ValueError(f"The tile must be at least {self.step} px for this model, got {tile}.")
+        self.tile = tile // self.step * self.step
         if int(overlap) < 0:
             raise ValueError(f"The tile overlap must be 0 or more pixels, got {overlap}.")
         self.overlap = min(int(overlap), self.tile // 2)  # more than half a tile only costs time
@@ -309,9 +312,9 @@ class _Predictor:
         x = torch.from_numpy(np.ascontiguousarray(slices)).to(self.device, non_blocking=True)
         x = ((x.float() / 255.0) - self.mean) / self.std
         x = x[:, None]
-        hp, wp = _round32(h), _round32(w)
+        hp, wp = _round_up(h, self.step), _round_up(w, self.step)
         if (hp, wp) != (h, w):
-            # pad bottom/right to a multiple of 32, as the original code did; reflect when it can
+            # pad bottom/right to a multiple of 32 (x bin), as the original code did; reflect when it can
             mode = "reflect" if (hp - h) < h and (wp - w) < w else "replicate"
             x = F.pad(x, (0, wp - w, 0, hp - h), mode=mode)
         # cuDNN autotuning pays here: the same few input shapes come back for every batch

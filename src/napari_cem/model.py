@@ -6,6 +6,10 @@ lists, dicts) holding the weights, the architecture, the class names, the normal
 the crop size, the encoder's origin and the training record. It loads with
 ``torch.load(weights_only=True)`` and nothing else.
 
+A U-Net may work *binned* (:func:`set_bin`): it averages its full-resolution input over
+bin x bin pixels, runs there, and upsamples its logits back, so callers always give and get
+full resolution (bin^2 less work, for structures much larger than a pixel).
+
 Output convention: ``classes[0]`` is the background, label value ``i`` means
 ``classes[i]``. With two classes the network has one output (a logit; sigmoid gives the
 probability of ``classes[1]``), with more it has one output per class (softmax).
@@ -22,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ARCHS", "BUNDLE_FORMAT", "ENCODERS", "ModelBundle", "arch_name", "build_unet", "encoder_name",
-           "forward_logits", "load_bundle", "predict_slice", "save_bundle"]
+__all__ = ["ARCHS", "BINS", "BUNDLE_FORMAT", "ENCODERS", "ModelBundle", "arch_name", "bin_of", "build_unet",
+           "bin_step", "encoder_name", "forward_logits", "load_bundle", "predict_slice", "save_bundle", "set_bin", "size_step"]
 
 BUNDLE_FORMAT = "napari-cem-model"
 BUNDLE_VERSION = 1
@@ -48,6 +52,56 @@ def build_unet(n_outputs: int, arch: str = "resnet50"):
     encoder, decoder = ARCHS[arch]
     return smp.Unet(encoder, in_channels=1, encoder_weights=None, classes=int(n_outputs),
                     decoder_channels=decoder)
+
+
+BINS = (1, 2, 4)  # the binnings a U-Net may work at (1: full resolution)
+
+
+class _Binned:
+    """Mixed into a U-Net's class by :func:`set_bin`: pool, run, upsample the logits."""
+
+    def forward(self, x):
+        import torch.nn.functional as F
+
+        f = self.napari_cem_bin
+        logits = super().forward(F.avg_pool2d(x, f))
+        return F.interpolate(logits, scale_factor=f, mode="bilinear", align_corners=False)
+
+
+_BINNED_CLASSES: dict = {}
+
+
+def set_bin(model, factor: int):
+    """Make *model* work binned *factor* x *factor* (1: full resolution); returns it. Its
+    layers, attributes and state dict stay those of the plain U-Net."""
+    factor = int(factor)
+    if factor not in BINS:
+        raise ValueError(f"The binning must be one of {', '.join(map(str, BINS))}, got {factor}.")
+    base = type(model)._plain_class if isinstance(model, _Binned) else type(model)
+    if factor == 1:
+        model.__class__ = base
+    else:
+        if base not in _BINNED_CLASSES:
+            _BINNED_CLASSES[base] = type(f"Binned{base.__name__}", (_Binned, base), {"_plain_class": base})
+        model.__class__ = _BINNED_CLASSES[base]
+        model.napari_cem_bin = factor
+    return model
+
+
+def bin_of(model) -> int:
+    """The binning *model* works at (1: full resolution)."""
+    return int(model.napari_cem_bin) if isinstance(model, _Binned) else 1
+
+
+def bin_step(factor: int) -> int:
+    """Input sides of a U-Net binned *factor* x *factor* are multiples of this: 32 pixels
+    where it runs (its encoder downsamples 32x)."""
+    return 32 * int(factor)
+
+
+def size_step(model) -> int:
+    """The input sides *model* takes are multiples of this (:func:`bin_step`)."""
+    return bin_step(bin_of(model))
 
 
 def encoder_name(model) -> str:
@@ -129,10 +183,15 @@ class ModelBundle:
     def arch(self) -> str:
         return arch_name(self.model)
 
+    @property
+    def bin(self) -> int:
+        return bin_of(self.model)
+
     def describe(self) -> str:
         it = self.training.get("iterations")
         enc = self.encoder.get("name", "none")
-        return (f"U-Net {pretty_encoder(self.arch)}, classes {', '.join(self.classes)}; encoder {enc}"
+        binned = f", binned {self.bin} x {self.bin}" if self.bin > 1 else ""
+        return (f"U-Net {pretty_encoder(self.arch)}{binned}, classes {', '.join(self.classes)}; encoder {enc}"
                 + (f"; {it} iterations" if it is not None else ""))
 
 
@@ -165,7 +224,8 @@ def save_bundle(bundle: ModelBundle, path: str | os.PathLike) -> Path:
         "format": BUNDLE_FORMAT,
         "version": BUNDLE_VERSION,
         "architecture": {**ARCHITECTURE, "arch": bundle.arch, "encoder": ARCHS[bundle.arch][0],
-                         "decoder_channels": list(ARCHS[bundle.arch][1]), "classes": bundle.n_outputs},
+                         "decoder_channels": list(ARCHS[bundle.arch][1]), "classes": bundle.n_outputs,
+                         "bin": bundle.bin},
         "state_dict": state,
         "classes": list(bundle.classes),
         "norms": [float(bundle.norms[0]), float(bundle.norms[1])],
@@ -201,7 +261,10 @@ def load_bundle(path: str | os.PathLike, device="cpu") -> ModelBundle:
     n_out = n_outputs_for(len(classes))
     if int(arch.get("classes", n_out)) != n_out:
         raise ValueError(f"{path.name} is inconsistent: {len(classes)} classes but {arch.get('classes')} outputs.")
-    model = build_unet(n_out, name)
+    if arch.get("bin", 1) not in BINS:
+        raise ValueError(f"{path.name} works binned {arch.get('bin')} x {arch.get('bin')}; napari-cem "
+                         f"knows {', '.join(map(str, BINS))}.")
+    model = set_bin(build_unet(n_out, name), arch.get("bin", 1))
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
@@ -244,7 +307,7 @@ def _bundle_from_package(path, device="cpu") -> ModelBundle:
             raise ValueError(f"{path.name} lacks its weights file {weights}; the package is damaged.")
         state = torch.load(io.BytesIO(archive.read(weights)), map_location="cpu", weights_only=True)
     classes = list(ours["classes"])
-    model = build_unet(n_outputs_for(len(classes)), ours["arch"])
+    model = set_bin(build_unet(n_outputs_for(len(classes)), ours["arch"]), ours.get("bin", 1))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -262,20 +325,29 @@ def _decoder_takes_list(decoder) -> bool:
 
 
 def forward_logits(model, x, *, encoder_grad: bool = True):
-    """The U-Net's forward, with the encoder optionally run without autograd (frozen encoder)."""
+    """The U-Net's forward, with the encoder optionally run without autograd (frozen encoder);
+    a binned U-Net pools and upsamples as its own forward does."""
     import torch
+    import torch.nn.functional as F
 
+    factor = bin_of(model)
+    if factor > 1:
+        x = F.avg_pool2d(x, factor)
     if encoder_grad:
         features = model.encoder(x)
     else:
         with torch.no_grad():
             features = model.encoder(x)
     decoded = model.decoder(features) if _decoder_takes_list(model.decoder) else model.decoder(*features)
-    return model.segmentation_head(decoded)
+    logits = model.segmentation_head(decoded)
+    if factor > 1:
+        logits = F.interpolate(logits, scale_factor=factor, mode="bilinear", align_corners=False)
+    return logits
 
 
 def predict_slice(bundle, image2d: np.ndarray, device=None, *, amp: bool | None = None) -> np.ndarray:
-    """Labels (uint8, 0 = background) of one 2D uint8 image, whole-slice (padded to x32).
+    """Labels (uint8, 0 = background) of one 2D uint8 image, whole-slice (padded to the
+    model's :func:`size_step`).
 
     A small helper for previews and benchmarks; the Segment tools do whole volumes.
     """
@@ -292,7 +364,8 @@ def predict_slice(bundle, image2d: np.ndarray, device=None, *, amp: bool | None 
     if img.ndim != 2:
         raise ValueError(f"predict_slice needs a 2D image, got shape {img.shape}.")
     h, w = img.shape
-    ph, pw = (-h) % 32, (-w) % 32
+    step = size_step(model)
+    ph, pw = (-h) % step, (-w) % step
     x = torch.from_numpy(np.ascontiguousarray(img)).to(device=device, dtype=torch.float32)[None, None]
     x = (x / 255.0 - bundle.norms[0]) / bundle.norms[1]
     if ph or pw:

@@ -508,7 +508,9 @@ class FinetuneConfig:
 
     *weights*: None/"none" (random init, everything trains), a released name
     (``cem500k-mocov2``, ``cem1.5m-swav``; downloaded into the cache when *download*) or a
-    checkpoint path. *init*: a model bundle (or its file) to continue from: its whole U-Net
+    checkpoint path. *bin*: the U-Net works on the image averaged over bin x bin pixels
+    (:func:`napari_cem.model.set_bin`; crops stay in image pixels); a model continued from
+    keeps its own. *init*: a model bundle (or its file) to continue from: its whole U-Net
     (encoder and decoder), its normalisation and, with *freeze* "auto", its freeze setting
     are kept and *weights* is not used; the painted classes must be the bundle's (with
     *add_classes*, more: the head is widened and each new class learns from scratch).
@@ -543,9 +545,12 @@ class FinetuneConfig:
     warmup: float | None = None
     arch: str = "auto"  # the U-Net: one of ARCH_CHOICES (auto: pick_arch)
     encoder_bn: str = "keep"  # a frozen encoder's BatchNorm statistics: keep | adapt
+    bin: int = 1  # the U-Net works binned bin x bin (model.BINS; 1: full resolution)
 
     def __post_init__(self):
-        for name in ("iterations", "crop_size", "batch_size", "seed"):
+        from .model import BINS, bin_step
+
+        for name in ("iterations", "crop_size", "batch_size", "seed", "bin"):
             object.__setattr__(self, name, int(getattr(self, name)))
         if self.arch not in ARCH_CHOICES:
             raise ValueError(f"arch must be one of {', '.join(ARCH_CHOICES)}, got {self.arch!r}.")
@@ -557,8 +562,13 @@ class FinetuneConfig:
             raise ValueError(f"iterations must be at least 1, got {self.iterations}.")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}.")
-        if self.crop_size < 64 or self.crop_size % 32:
-            raise ValueError(f"The crop size must be a multiple of 32 and at least 64, got {self.crop_size}.")
+        if self.bin not in BINS:
+            raise ValueError(f"bin must be one of {', '.join(map(str, BINS))}, got {self.bin}.")
+        step = bin_step(self.bin)
+        if self.crop_size < 2 * step or self.crop_size % step:
+            binned = f" when binned {self.bin} x {self.bin}" if self.bin > 1 else ""
+            raise ValueError(f"The crop size must be a multiple of {step} and at least {2 * step}{binned}, "
+                             f"got {self.crop_size}.")
         if not 0 <= self.random_crop_fraction <= 1:
             raise ValueError("random_crop_fraction must be between 0 and 1.")
         if not 0 <= self.structure_crop_fraction <= 1:
@@ -664,7 +674,7 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
     import torch
 
     from .device import autocast_policy, describe_device, select_device
-    from .model import arch_name, build_unet, n_outputs_for
+    from .model import arch_name, bin_of, build_unet, n_outputs_for, set_bin, size_step
     from .weights import load_encoder_weights, read_encoder
 
     dev = select_device(str(config.device))
@@ -684,10 +694,13 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
     if parent is not None:
         model, encoder_info, freeze, norms = _continue_from(parent[0], data, config.freeze, config.add_classes)
         arch, why = pick_arch(config.arch, info, parent=arch_name(model))
+        if config.bin not in (1, bin_of(model)):
+            raise ValueError(f"The model continued from works binned {bin_of(model)} x {bin_of(model)}, "
+                             f"not {config.bin} x {config.bin}: it keeps its own binning.")
     else:
         checkpoint = read_encoder(config.weights, download=config.download)
         arch, why = pick_arch(config.arch, info, checkpoint=checkpoint.arch if checkpoint else None)
-        model = build_unet(n_out, arch)
+        model = set_bin(build_unet(n_out, arch), config.bin)
         encoder_info = load_encoder_weights(model, checkpoint)
         freeze = config.freeze
         if freeze == "auto":
@@ -706,13 +719,17 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
     weights_ce = torch.tensor(class_weights(data.fractions), device=dev) if n_out > 1 else None
 
     aug = config.augment or Augment()
-    crop = config.crop_size
+    crop, step = config.crop_size, size_step(model)
+    if crop % step:  # a model continued from may be binned more than the settings say
+        raise ValueError(f"The crop size must be a multiple of {step} for this model (binned "
+                         f"{bin_of(model)} x {bin_of(model)}), got {crop}.")
     min_side = min(image.shape[-2:])
-    if crop > min_side and min_side >= 64:
-        crop = max(64, (min_side // 32) * 32)
+    if crop > min_side and min_side >= 2 * step:
+        crop = max(2 * step, (min_side // step) * step)
     sampler = _CropSampler(data, window_side(crop, aug), config.random_crop_fraction, rng,
                            structure_fraction=config.structure_crop_fraction)
-    messages = [f"model U-Net {pretty_encoder(arch)} ({why})"] + list(data.warnings)
+    binned = f", binned {bin_of(model)} x {bin_of(model)}" if bin_of(model) > 1 else ""
+    messages = [f"model U-Net {pretty_encoder(arch)}{binned} ({why})"] + list(data.warnings)
     if crop != config.crop_size:
         messages.append(f"crop reduced to {crop} to fit the {image.shape[-2]} x {image.shape[-1]} image")
     encoder_info = {**encoder_info, "batchnorm": config.encoder_bn if freeze != "none" else "trained"}
@@ -917,7 +934,7 @@ def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, second
     """The trained model in eval mode and its bundle, with the record of how it was made."""
     import torch
 
-    from .model import ModelBundle
+    from .model import ModelBundle, bin_of
 
     run.model.eval()
     run.model.to(memory_format=torch.contiguous_format)
@@ -929,6 +946,7 @@ def _record(run: _Run, config: FinetuneConfig, data: TrainingData, image, second
         "device": str(run.info),
         "amp": str(precision.dtype).replace("torch.", "") if precision.enabled else "off",
         "channels_last": run.channels_last, "batch_size": run.batch_size, "crop_size": run.crop,
+        "bin": bin_of(run.model),
         "optimizer": dict(zip(("max_lr", "warmup"), config.schedule()), name="AdamW",
                           weight_decay=config.weight_decay, schedule="OneCycle"),
         "loss_fn": "BCE" if run.n_out == 1 else "cross-entropy",
