@@ -77,7 +77,7 @@ def case_speed(args) -> list[str]:
         gen = finetune(vol.image, labels, iterations=warm + n, crop_size=args.crop,
                        batch_size=args.batch, device=args.device, freeze=args.freeze,
                        amp=args.amp if args.amp != "auto" else "auto", complete_slices=False,
-                       channels_last=args.channels_last, arch=args.arch)
+                       channels_last=args.channels_last, arch=args.arch, bin=args.bin)
         for _ in range(warm):
             next(gen)
         _sync(device)
@@ -86,8 +86,9 @@ def case_speed(args) -> list[str]:
             step = next(gen)
         _sync(device)
         seconds = time.perf_counter() - t0
-        label = (f"napari_cem.train.finetune, U-Net {args.arch}, freeze {args.freeze}, amp {args.amp}, "
-                 f"channels_last {args.channels_last}")
+        label = (f"napari_cem.train.finetune, U-Net {args.arch}"
+                 + (f" binned {args.bin} x {args.bin}" if args.bin > 1 else "")
+                 + f", freeze {args.freeze}, amp {args.amp}, channels_last {args.channels_last}")
         if step.batch_size != args.batch:
             label += f", batch halved to {step.batch_size} (OOM)"
     info = describe_device(device)
@@ -100,7 +101,8 @@ def case_speed(args) -> list[str]:
             figure += f" ({args.note})"
     return [row(f"finetune speed {device.type} b{args.batch} c{args.crop} "
                 f"{'plain' if args.plain else 'frozen' if args.freeze == 'encoder' else args.freeze}"
-                + ("" if args.plain or args.arch == "auto" else f" {args.arch}"), figure)]
+                + ("" if args.plain or args.arch == "auto" else f" {args.arch}")
+                + (f" bin{args.bin}" if args.bin > 1 else ""), figure)]
 
 
 def _plain_loop(image, labels, device, batch, crop, warm, n) -> float:
@@ -357,6 +359,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--freeze", default="auto", choices=["auto", "encoder", "layer4", "none"])
     p.add_argument("--arch", default="auto", choices=["auto", "resnet50", "resnet34", "resnet18", "resnet18-slim"])
     p.add_argument("--encoder-bn", default="keep", choices=["keep", "adapt"])
+    p.add_argument("--bin", type=int, default=1, choices=[1, 2, 4], help="speed: the U-Net works binned N x N")
     p.add_argument("--seed", type=int, default=42, help="quality: training seed")
     p.add_argument("--amp", default="auto", help="auto | off")
     p.add_argument("--channels-last", default="auto", help="auto | on | off")

@@ -184,7 +184,9 @@ class FinetuneWidget(JobWidget):
                     "result is upsampled back: 4x (16x) less work per crop and per slice, for "
                     "structures many pixels wide (mitochondria at a few nm per pixel). The crop "
                     "size stays in image pixels (a multiple of 64, or 128). A model continued "
-                    "from keeps its own binning.")
+                    "from keeps its own binning. VNC mitochondria (4.6 nm pixels), resnet18-slim, "
+                    "float32 CPU: 2 x 2 and 600 iterations gave IoU 0.785 in 2.5 min, full "
+                    "resolution and 300 iterations 0.739 in 4.3 min.")
         self.start_from = ComboBox(
             label="Start from", choices=START_FROM, value=START_FROM[0],
             tooltip="a new model (from the Weights above), or continue from the active model or a "
