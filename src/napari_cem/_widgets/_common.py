@@ -141,12 +141,16 @@ def short_name(name: str, limit: int = 28) -> str:
     return f"{name[:limit - tail - 1]}\u2026{name[-tail:]}"
 
 
-def text_label(value: str = "") -> Label:
-    """A Label that wraps long messages (file paths, results) instead of widening the dock."""
+def text_label(value: str = "", lines: int = 0) -> Label:
+    """A Label that wraps long messages (file paths, results) instead of widening the dock.
+    *lines*: room for that many lines from the start. A dock keeps the height a row had when
+    it was first laid out, so a label that will wrap to several lines needs it."""
     from qtpy.QtWidgets import QSizePolicy
 
     label = Label(value=value)
     label.native.setWordWrap(True)
+    if lines:
+        label.native.setMinimumHeight(lines * label.native.fontMetrics().lineSpacing())
     policy = label.native.sizePolicy()  # as wide as its row: text starts at the left edge on a wide dock
     policy.setHorizontalPolicy(QSizePolicy.Policy.Expanding)
     label.native.setSizePolicy(policy)

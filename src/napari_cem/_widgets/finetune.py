@@ -234,7 +234,7 @@ class FinetuneWidget(JobWidget):
                                              "other slices.")
         self.live_every = FloatSpinBox(label="Live preview every (s)", value=0.0, min=0.0, max=600.0,
                                        step=1.0, tooltip="0: 15 s on a CPU, 3 s on a GPU.")
-        self.result = text_label("No model trained yet.")
+        self.result = text_label("No model trained yet.", lines=4)  # the U-Net, time, classes, file
         return [
             self.image, self.labels_layer, self.rois, self.class_names, self.background, self.complete,
             self.weights, self.weights_file, self.download_button, self.arch, self.binning, self.start_from,

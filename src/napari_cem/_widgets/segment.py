@@ -56,9 +56,7 @@ class SegmentWidget(JobWidget):
         self.result = None  # napari_cem.infer.Segmentation of the last whole-volume run
         self.evaluation = None  # napari_cem.metrics.Evaluation of the last comparison
 
-        self.model_info = text_label("")
-        # room for the model's lines, set after the dock is laid out (the row keeps its height)
-        self.model_info.native.setMinimumHeight(5 * self.model_info.native.fontMetrics().lineSpacing())
+        self.model_info = text_label("", lines=5)  # the model's file, U-Net, classes, encoder, iterations
         self.model_file = FileEdit(label="Model file", mode="r", filter="napari-cem model (*.pt *.pth *.zip);;All files (*)",
                                    tooltip="A model bundle saved by Fine-tune (or napari-cem finetune).")
         self.load_button = PushButton(text="Load model file")
