@@ -323,3 +323,26 @@ def test_paint_added_during_training_is_used(widget, qtbot, monkeypatch, sample)
     _wait_idle(qtbot, widget)
     plane = 96 * 96
     assert f"{plane:,} painted px" in statuses[0] and any(f"{2 * plane:,} painted px" in s for s in statuses)
+
+
+def test_fast_iterations_redraw_the_curve_and_status_at_most_twice_a_second(widget, monkeypatch):
+    """Every step's loss is kept, but the window is redrawn at most every SHOW_EVERY_S (each
+    redraw of a window holding the OpenGL canvas costs CPU that training needs); a step with
+    a message and the last step are always shown."""
+    from types import SimpleNamespace
+
+    from napari_cem._widgets import finetune as ft
+
+    shown = []
+    monkeypatch.setattr(widget.progress, "step", lambda value, message=None: shown.append(value))
+    monkeypatch.setattr(ft, "notify_info", lambda message: None)
+
+    def step(i, message=""):
+        return SimpleNamespace(iteration=i, total=50, loss=1.0 / i, train_iou=0.5, lr=1e-3, batch_size=2,
+                               painted=10, message=message, preview=None)
+
+    for i in range(1, 50):
+        widget._on_step(step(i, "crop reduced to 64" if i == 20 else ""))
+    widget._on_step(step(50))
+    assert len(widget.curve.losses) == 50
+    assert shown[0] == 1 and 20 in shown and shown[-1] == 50 and len(shown) <= 5

@@ -11,6 +11,7 @@ current weights, during or after training.
 from __future__ import annotations
 
 import datetime as _dt
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,11 @@ WEIGHT_FILE = "local file ..."
 START_FROM = ("a new model", "the active model", "a model file ...")
 BINNING_CHOICES = [("none (full resolution)", 1), ("2 x 2", 2), ("4 x 4", 4)]  # model.BINS
 PAINT_REFRESH_S = 10.0  # seconds of training between two looks at the paint
+# seconds between two redraws of the curve and the status while training: each redraw of a
+# window holding the OpenGL canvas costs tens of ms of CPU under Mesa, every iteration was
+# 35 % of a 2-core CPU's training time (RESULTS.md)
+SHOW_EVERY_S = 0.5
+PAINT_NOTES = ("paint picked up", "all paint erased")
 BACKGROUND_CHOICES = ["auto", "unpainted (0)"] + [str(v) for v in range(1, 21)]
 
 
@@ -61,10 +67,11 @@ class LossCurve(QWidget):
         self.losses, self.ious = [], []
         self.update()
 
-    def add(self, loss: float, iou: float | None) -> None:
+    def add(self, loss: float, iou: float | None, redraw: bool = True) -> None:
         self.losses.append(float(loss))
         self.ious.append(iou)
-        self.update()
+        if redraw:
+            self.update()
 
     def paintEvent(self, event):  # noqa: N802
         from ..train import smooth
@@ -116,6 +123,7 @@ class FinetuneWidget(JobWidget):
         self._pretrained: dict[str, Path] = {}  # Weights label -> checkpoint of Pre-train encoder
         super().__init__(widgets=self._make_controls())
         self.curve = LossCurve()
+        self._shown_at = -float("inf")  # when the curve and the status were last redrawn
         self.native.layout().addWidget(self.curve)
         scroll_inside(self)
 
@@ -437,6 +445,7 @@ class FinetuneWidget(JobWidget):
         self._training = True
         self._arm_live_preview()
         self.curve.clear()
+        self._shown_at = -float("inf")
         return self.jobs.start(_train_job, image, labels, options, out,
                                message="Preparing the data and the model ...",
                                total=int(self.iterations.value), on_record=self._on_step,
@@ -454,19 +463,26 @@ class FinetuneWidget(JobWidget):
         self.preview_button.enabled = (running and self._training) or self.bundle is not None
 
     def _on_step(self, step) -> None:
-        self.curve.add(step.loss, step.train_iou)
-        iou = f", IoU {step.train_iou:.3f}" if step.train_iou is not None else ""
         notes = [m for m in step.message.split("; ") if m]
-        paint = [m for m in notes if m.startswith(("paint picked up", "all paint erased"))]
-        self.progress.step(step.iteration, f"Iteration {step.iteration} / {step.total}: loss "
-                                           f"{step.loss:.4f}{iou}, lr {step.lr:.2e}, batch {step.batch_size}, "
-                                           f"{step.painted:,} painted px" + "".join(f"; {m}" for m in paint))
+        now = time.monotonic()
+        show = bool(notes) or step.iteration >= step.total or now - self._shown_at >= SHOW_EVERY_S
+        self.curve.add(step.loss, step.train_iou, redraw=show)
+        if show:
+            self._shown_at = now
+            self._show_step(step, notes)
         for note in notes:
-            if note not in paint:  # paint pick-ups go in the status line, not in notifications
+            if not note.startswith(PAINT_NOTES):  # paint pick-ups go in the status line, not in notifications
                 notify_info(note)
         if step.preview is not None and self._pending_preview_target is not None:
             self._show_preview(self._pending_preview_target, step.preview)
             self._pending_preview_target = None
+
+    def _show_step(self, step, notes) -> None:
+        iou = f", IoU {step.train_iou:.3f}" if step.train_iou is not None else ""
+        paint = [m for m in notes if m.startswith(PAINT_NOTES)]
+        self.progress.step(step.iteration, f"Iteration {step.iteration} / {step.total}: loss "
+                                           f"{step.loss:.4f}{iou}, lr {step.lr:.2e}, batch {step.batch_size}, "
+                                           f"{step.painted:,} painted px" + "".join(f"; {m}" for m in paint))
 
     def _on_trained(self, payload) -> None:
         bundle, path, problem = payload
@@ -485,6 +501,7 @@ class FinetuneWidget(JobWidget):
             notify_info(f"Model saved to {path}; it is now the active model for segmentation.")
 
     def _after_training(self) -> None:
+        self.curve.update()  # the points of the last, maybe unshown, steps
         self._live_timer.stop()
         self._training = False
         self._preview_slice = None
