@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["ARCHS", "BINS", "BUNDLE_FORMAT", "ENCODERS", "ModelBundle", "arch_name", "bin_of", "build_unet",
-           "bin_step", "encoder_name", "forward_logits", "load_bundle", "predict_slice", "save_bundle", "set_bin", "size_step"]
+           "bin_step", "bin_words", "encoder_name", "forward_logits", "load_bundle", "predict_slice", "save_bundle", "set_bin", "size_step"]
 
 BUNDLE_FORMAT = "napari-cem-model"
 BUNDLE_VERSION = 1
@@ -57,15 +57,22 @@ def build_unet(n_outputs: int, arch: str = "resnet50"):
 BINS = (1, 2, 4)  # the binnings a U-Net may work at (1: full resolution)
 
 
+def _run_binned(factor: int, run, x):
+    """``run(x)`` on *x* averaged over factor x factor pixels, its logits upsampled back
+    (bilinear): the one rule of a binned U-Net's forward."""
+    if factor == 1:
+        return run(x)
+    import torch.nn.functional as F
+
+    logits = run(F.avg_pool2d(x, factor))
+    return F.interpolate(logits, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
 class _Binned:
-    """Mixed into a U-Net's class by :func:`set_bin`: pool, run, upsample the logits."""
+    """Mixed into a U-Net's class by :func:`set_bin`: its forward runs binned."""
 
     def forward(self, x):
-        import torch.nn.functional as F
-
-        f = self.napari_cem_bin
-        logits = super().forward(F.avg_pool2d(x, f))
-        return F.interpolate(logits, scale_factor=f, mode="bilinear", align_corners=False)
+        return _run_binned(self.napari_cem_bin, super().forward, x)
 
 
 _BINNED_CLASSES: dict = {}
@@ -91,6 +98,12 @@ def set_bin(model, factor: int):
 def bin_of(model) -> int:
     """The binning *model* works at (1: full resolution)."""
     return int(model.napari_cem_bin) if isinstance(model, _Binned) else 1
+
+
+def bin_words(model) -> str:
+    """"binned 2 x 2" for a binned U-Net, "" at full resolution (what messages say)."""
+    factor = bin_of(model)
+    return f"binned {factor} x {factor}" if factor > 1 else ""
 
 
 def bin_step(factor: int) -> int:
@@ -190,7 +203,7 @@ class ModelBundle:
     def describe(self) -> str:
         it = self.training.get("iterations")
         enc = self.encoder.get("name", "none")
-        binned = f", binned {self.bin} x {self.bin}" if self.bin > 1 else ""
+        binned = f", {bin_words(self.model)}" if self.bin > 1 else ""
         return (f"U-Net {pretty_encoder(self.arch)}{binned}, classes {', '.join(self.classes)}; encoder {enc}"
                 + (f"; {it} iterations" if it is not None else ""))
 
@@ -328,21 +341,17 @@ def forward_logits(model, x, *, encoder_grad: bool = True):
     """The U-Net's forward, with the encoder optionally run without autograd (frozen encoder);
     a binned U-Net pools and upsamples as its own forward does."""
     import torch
-    import torch.nn.functional as F
 
-    factor = bin_of(model)
-    if factor > 1:
-        x = F.avg_pool2d(x, factor)
-    if encoder_grad:
-        features = model.encoder(x)
-    else:
-        with torch.no_grad():
+    def run(x):
+        if encoder_grad:
             features = model.encoder(x)
-    decoded = model.decoder(features) if _decoder_takes_list(model.decoder) else model.decoder(*features)
-    logits = model.segmentation_head(decoded)
-    if factor > 1:
-        logits = F.interpolate(logits, scale_factor=factor, mode="bilinear", align_corners=False)
-    return logits
+        else:
+            with torch.no_grad():
+                features = model.encoder(x)
+        decoded = model.decoder(features) if _decoder_takes_list(model.decoder) else model.decoder(*features)
+        return model.segmentation_head(decoded)
+
+    return _run_binned(bin_of(model), run, x)
 
 
 def predict_slice(bundle, image2d: np.ndarray, device=None, *, amp: bool | None = None) -> np.ndarray:

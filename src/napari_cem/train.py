@@ -675,7 +675,7 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
     import torch
 
     from .device import autocast_policy, describe_device, select_device
-    from .model import arch_name, bin_of, build_unet, n_outputs_for, set_bin, size_step
+    from .model import arch_name, bin_of, bin_words, build_unet, n_outputs_for, set_bin, size_step
     from .weights import load_encoder_weights, read_encoder
 
     dev = select_device(str(config.device))
@@ -696,8 +696,8 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
         model, encoder_info, freeze, norms = _continue_from(parent[0], data, config.freeze, config.add_classes)
         arch, why = pick_arch(config.arch, info, parent=arch_name(model))
         if config.bin not in (1, bin_of(model)):
-            raise ValueError(f"The model continued from works binned {bin_of(model)} x {bin_of(model)}, "
-                             f"not {config.bin} x {config.bin}: it keeps its own binning.")
+            raise ValueError(f"The model continued from is {bin_words(model) or 'not binned'}, "
+                             f"not binned {config.bin} x {config.bin}: it keeps its own binning.")
     else:
         checkpoint = read_encoder(config.weights, download=config.download)
         arch, why = pick_arch(config.arch, info, checkpoint=checkpoint.arch if checkpoint else None)
@@ -722,14 +722,14 @@ def _setup(image, data: TrainingData, config: FinetuneConfig, parent=None) -> _R
     aug = config.augment or Augment()
     crop, step = config.crop_size, size_step(model)
     if crop % step:  # a model continued from may be binned more than the settings say
-        raise ValueError(f"The crop size must be a multiple of {step} for this model (binned "
-                         f"{bin_of(model)} x {bin_of(model)}), got {crop}.")
+        raise ValueError(f"The crop size must be a multiple of {step} for this model "
+                         f"({bin_words(model)}), got {crop}.")
     min_side = min(image.shape[-2:])
     if crop > min_side and min_side >= 2 * step:
         crop = max(2 * step, (min_side // step) * step)
     sampler = _CropSampler(data, window_side(crop, aug), config.random_crop_fraction, rng,
                            structure_fraction=config.structure_crop_fraction)
-    binned = f", binned {bin_of(model)} x {bin_of(model)}" if bin_of(model) > 1 else ""
+    binned = f", {bin_words(model)}" if bin_of(model) > 1 else ""
     messages = [f"model U-Net {pretty_encoder(arch)}{binned} ({why})"] + list(data.warnings)
     if crop != config.crop_size:
         messages.append(f"crop reduced to {crop} to fit the {image.shape[-2]} x {image.shape[-1]} image")

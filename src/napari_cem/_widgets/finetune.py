@@ -21,7 +21,7 @@ from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 from ..augment import Augment  # light: no torch at import
-from ..model import pretty_encoder  # light: no torch at import
+from ..model import bin_words, pretty_encoder  # light: no torch at import
 from ._common import (
     ProgressRow,
     notify_error,
@@ -490,7 +490,7 @@ class FinetuneWidget(JobWidget):
         self.state.set_active_model(bundle, path)
         t = bundle.training
         verb = "Stopped after" if t.get("stopped_early") else "Trained"
-        binned = f" binned {bundle.bin} x {bundle.bin}," if bundle.bin > 1 else ""
+        binned = f" {bin_words(bundle.model)}," if bundle.bin > 1 else ""
         self.result.value = (f"{verb} U-Net {pretty_encoder(bundle.arch)}{binned} {t['iterations']} iterations "
                              f"in {t['seconds']:.0f} s; classes "
                              f"{', '.join(bundle.classes)}. Saved to {short_name(path.name)}; active model.")
